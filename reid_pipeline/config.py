@@ -1,0 +1,377 @@
+"""Typed, validated configuration.
+
+One schema for everything: YAML files (``configs/*.yaml``) fill it, CLI flags override
+single keys (every flag is a key: ``--detector hog`` is ``detector.kind=hog``), and
+``--set section.key=value`` reaches any key. A wrong value raises ``ConfigError`` naming
+the dotted key. A frozen copy (``to_dict``) is saved beside every checkpoint and run.
+
+Each section is a dataclass; validation lives in its ``validate`` method so the rule sits
+next to the field it guards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from reid_pipeline.errors import ConfigError
+
+DeviceName = str  # "auto", "cpu", "cuda", "cuda:1"
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+def _check_device(key: str, value: str) -> None:
+    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    _check(ok, key, f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+@dataclass
+class DetectorConfig:
+    kind: Literal["auto", "yolo", "hog", "mot"] = "auto"  # auto: YOLO, else HOG with a warning
+    weights: str = "yolo11n.pt"  # any ultralytics weights file or model name
+    fallback_to_hog: bool = True  # when YOLO weights can't be had; false: fail instead
+    conf: float = 0.25
+    iou: float = 0.5
+    imgsz: int = 640
+    batch: int = 16  # frames per detector call, across cameras
+    half: bool = True  # fp16 on CUDA
+    mot_det: list[str] = field(default_factory=list)  # det.txt per camera, in camera order
+    hog_scale: float = 1.05
+    hog_min_height: int = 96  # HOG needs persons at least this tall (px); frames are upscaled
+
+    def validate(self, p: str) -> None:
+        _check(0.0 < self.conf <= 1.0, f"{p}.conf", f"must be in (0, 1], got {self.conf}")
+        _check(0.0 < self.iou <= 1.0, f"{p}.iou", f"must be in (0, 1], got {self.iou}")
+        _check(self.imgsz >= 32 and self.imgsz % 32 == 0, f"{p}.imgsz",
+               f"must be a multiple of 32, >= 32, got {self.imgsz}")
+        _check(self.batch >= 1, f"{p}.batch", f"must be >= 1, got {self.batch}")
+        _check(self.hog_scale > 1.0, f"{p}.hog_scale", f"must be > 1, got {self.hog_scale}")
+        _check(self.hog_min_height >= 16, f"{p}.hog_min_height", "must be >= 16")
+
+
+@dataclass
+class TrackerConfig:
+    kind: Literal["bytetrack", "botsort"] = "bytetrack"
+    track_buffer: int = 30  # frames a lost track is kept
+    match_thresh: float = 0.8
+    # crop quality filter
+    min_height: int = 48
+    min_aspect: float = 1.2  # height / width
+    max_aspect: float = 5.0
+    min_conf: float = 0.3
+    border_margin: int = 2  # px; boxes touching the frame border are truncated persons
+    max_crops: int = 16  # crops kept per tracklet (spread over its life)
+    min_length: int = 3  # observations; shorter tracklets are noise
+    provisional_every: int = 30  # frames: score long tracks provisionally this often
+
+    def validate(self, p: str) -> None:
+        _check(self.track_buffer >= 1, f"{p}.track_buffer", "must be >= 1")
+        _check(0 < self.match_thresh <= 1, f"{p}.match_thresh", "must be in (0, 1]")
+        _check(self.min_height >= 8, f"{p}.min_height", f"must be >= 8, got {self.min_height}")
+        _check(0 < self.min_aspect <= self.max_aspect, f"{p}.min_aspect",
+               "must be > 0 and <= max_aspect")
+        _check(0 <= self.min_conf <= 1, f"{p}.min_conf", "must be in [0, 1]")
+        _check(self.max_crops >= 1, f"{p}.max_crops", "must be >= 1")
+        _check(self.min_length >= 1, f"{p}.min_length", "must be >= 1")
+        _check(self.provisional_every >= 1, f"{p}.provisional_every", "must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    checkpoint: str = "default"  # "default": the bundled checkpoint; or a path (ours or torchreid zoo)
+    backbone: str = "osnet_x1_0"  # torchreid architecture name
+    embed_dim: int = 512  # adapter output width
+    activation: Literal["relu", "gelu", "identity", "tanh"] = "relu"
+    height: int = 256
+    width: int = 128
+    pretrained: bool = False  # ImageNet init for the backbone (needs the file or network)
+    batch: int = 128  # crops per embedder call
+    half: bool = True  # fp16/bf16 inference on CUDA
+
+    def validate(self, p: str) -> None:
+        _check(self.embed_dim >= 8, f"{p}.embed_dim", f"must be >= 8, got {self.embed_dim}")
+        _check(self.height >= 32 and self.width >= 16, f"{p}.height",
+               f"input must be at least 32x16, got {self.height}x{self.width}")
+        _check(self.batch >= 1, f"{p}.batch", "must be >= 1")
+
+
+@dataclass
+class MatchConfig:
+    threshold: float = 0.5  # calibrated probability above which a tracklet joins an identity
+    exemplars: int = 5  # diverse embeddings kept per identity
+    use_triton: bool = True  # Triton scoring kernel on CUDA; torch reference otherwise
+
+    def validate(self, p: str) -> None:
+        _check(0.0 < self.threshold < 1.0, f"{p}.threshold",
+               f"is a probability, must be in (0, 1), got {self.threshold}")
+        _check(self.exemplars >= 1, f"{p}.exemplars", "must be >= 1")
+
+
+@dataclass
+class GalleryConfig:
+    db: str = ""  # SQLAlchemy URL or a file path; empty: <out>/reid.db (SQLite, WAL)
+    batch_size: int = 500  # rows per transaction
+    busy_timeout_s: float = 10.0  # SQLite lock wait before 'database is locked'
+    retention_days: int = 0  # 0: keep forever; purge with `reid gallery purge`
+
+    def validate(self, p: str) -> None:
+        _check(self.batch_size >= 1, f"{p}.batch_size", "must be >= 1")
+        _check(self.busy_timeout_s >= 0, f"{p}.busy_timeout_s", "must be >= 0")
+        _check(self.retention_days >= 0, f"{p}.retention_days", "must be >= 0")
+
+
+@dataclass
+class OutputConfig:
+    out: str = "runs/latest"
+    video: bool = True  # annotated video per camera
+    html: bool = True
+    crops_per_camera: int = 4  # crops per identity and camera in the HTML report
+
+    def validate(self, p: str) -> None:
+        _check(bool(self.out), f"{p}.out", "must not be empty")
+        _check(self.crops_per_camera >= 0, f"{p}.crops_per_camera", "must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # dataset root
+    epochs: int = 60
+    p: int = 16  # identities per batch
+    k: int = 4  # images per identity
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 5
+    scheduler: Literal["cosine", "step"] = "cosine"
+    lambda_ce: float = 1.0
+    lambda_triplet: float = 1.0
+    lambda_hinge: float = 1.0
+    margin_triplet: float = 0.3
+    margin_hinge: float = 1.0
+    label_smoothing: float = 0.1
+    w_constraint: Literal["projection", "penalty"] = "projection"
+    w_max_norm: float = 1.0  # L2 bound on the classifier weights
+    w_penalty: float = 1e-2
+    freeze_backbone: bool = False
+    amp: Literal["bf16", "fp16", "off"] = "bf16"
+    channels_last: bool = True
+    eval_every: int = 10
+    workers: int = 4
+    seed: int = 0
+    out: str = "runs/train"
+    resume: str = ""
+
+    def validate(self, p: str) -> None:
+        _check(self.epochs >= 1, f"{p}.epochs", "must be >= 1")
+        _check(self.p >= 2, f"{p}.p", f"needs at least 2 identities per batch, got {self.p}")
+        _check(self.k >= 2, f"{p}.k", f"needs at least 2 images per identity, got {self.k}")
+        _check(self.lr > 0, f"{p}.lr", "must be > 0")
+        _check(self.w_max_norm > 0, f"{p}.w_max_norm", "must be > 0")
+        _check(0 <= self.label_smoothing < 1, f"{p}.label_smoothing", "must be in [0, 1)")
+        for name in ("lambda_ce", "lambda_triplet", "lambda_hinge"):
+            _check(getattr(self, name) >= 0, f"{p}.{name}", "must be >= 0")
+        _check(self.eval_every >= 0, f"{p}.eval_every", "must be >= 0")
+
+
+@dataclass
+class EvalConfig:
+    data: str = ""
+    checkpoint: str = ""
+    modes: list[str] = field(default_factory=lambda: ["euclidean", "cosine", "dissimilarity"])
+    rerank: bool = False
+    max_rank: int = 50
+    batch: int = 256
+    out: str = "runs/eval"
+
+    def validate(self, p: str) -> None:
+        allowed = {"euclidean", "cosine", "dissimilarity"}
+        bad = [m for m in self.modes if m not in allowed]
+        _check(not bad and bool(self.modes), f"{p}.modes",
+               f"unknown mode(s) {bad}; choose from {sorted(allowed)}")
+        _check(self.max_rank >= 1, f"{p}.max_rank", "must be >= 1")
+
+
+@dataclass
+class StreamConfig:
+    queue_size: int = 4  # frames buffered per live camera; older ones are dropped
+    reconnect_initial_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    events: str = ""  # JSONL path; empty: <out>/events.jsonl
+    watch: list[int] = field(default_factory=list)
+    status_every_s: float = 5.0
+
+    def validate(self, p: str) -> None:
+        _check(self.queue_size >= 1, f"{p}.queue_size", "must be >= 1")
+        _check(0 < self.reconnect_initial_s <= self.reconnect_max_s, f"{p}.reconnect_initial_s",
+               "must be > 0 and <= reconnect_max_s")
+        _check(self.open_timeout_s > 0, f"{p}.open_timeout_s", "must be > 0")
+        _check(self.read_timeout_s > 0, f"{p}.read_timeout_s", "must be > 0")
+
+
+@dataclass
+class Config:
+    device: DeviceName = "auto"
+    log_level: str = "INFO"
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def validate(self) -> None:
+        _check_device("device", self.device)
+        _check(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level",
+               f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section):
+                _validate_types(section, f.name)
+                section.validate(f.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading and coercion
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type or raise ConfigError naming the key."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = get_args(tp)
+        _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and type(None) in get_args(tp):
+            return None
+        for a in args:
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}': cannot read {value!r} as {tp}")
+    if origin is list:
+        (item,) = get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"config key '{key}': must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': must be an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}': must be an integer, got {value!r}") from None
+        _check(f == int(f), key, f"must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}': must be a number, got {value!r}") from None
+    if tp is str:
+        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), key,
+               f"must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _validate_types(section: Any, prefix: str) -> None:
+    hints = get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        key = f"{prefix}.{f.name}"
+        setattr(section, f.name, _coerce(getattr(section, f.name), hints[f.name], key))
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix or '<root>'}': must be a mapping, got {data!r}")
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"config key '{key}': unknown key (known: {sorted(names)})")
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            _apply(cur, v, key)
+        else:
+            setattr(obj, k, _coerce(v, hints[k], key))
+
+
+def set_key(cfg: Config, dotted: str, value: Any) -> None:
+    """Set one dotted key (``detector.kind``) from a CLI value, coercing its type."""
+    parts = dotted.split(".")
+    data: Any = value
+    for p in reversed(parts):
+        data = {p: data}
+    _apply(cfg, data, "")
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Parse ``key=value`` from ``--set``; the value is read as YAML (numbers, lists, bools)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    k, v = item.split("=", 1)
+    try:
+        return k.strip(), yaml.safe_load(v) if v != "" else ""
+    except yaml.YAMLError:
+        return k.strip(), v
+
+
+def load_config(path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Build the config: defaults <- YAML file <- overrides (dotted keys); then validate."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        _apply(cfg, data, "")
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            set_key(cfg, k, v)
+    cfg.validate()
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config saved with ``to_dict`` (e.g. from a checkpoint), validated."""
+    cfg = Config()
+    _apply(cfg, data, "")
+    cfg.validate()
+    return cfg

@@ -1,0 +1,56 @@
+import pytest
+
+from reid_pipeline.cli import main
+from reid_pipeline.config import load_config
+from reid_pipeline.errors import ConfigError
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert cfg.detector.kind == "auto"
+    assert cfg.match.threshold == 0.5
+
+
+def test_override_coerces_types():
+    cfg = load_config(overrides={"detector.conf": "0.4", "tracker.max_crops": "8",
+                                 "eval.modes": "cosine,euclidean"})
+    assert cfg.detector.conf == 0.4 and cfg.tracker.max_crops == 8
+    assert cfg.eval.modes == ["cosine", "euclidean"]
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("detector.conf", 2.0, "detector.conf"),
+    ("detector.kind", "sift", "detector.kind"),
+    ("tracker.max_crops", "many", "tracker.max_crops"),
+    ("match.threshold", 1.5, "match.threshold"),
+    ("eval.modes", "cosine,manhattan", "eval.modes"),
+    ("detector.nonsense", 1, "detector.nonsense"),
+    ("device", "tpu", "device"),
+])
+def test_bad_values_name_the_key(key, value, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(overrides={key: value})
+
+
+def test_yaml_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector:\n  conf: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    unk = tmp_path / "unk.yaml"
+    unk.write_text("detectr:\n  conf: 0.3\n")
+    with pytest.raises(ConfigError, match="detectr"):
+        load_config(unk)
+
+
+
+
+def test_redaction():
+    from reid_pipeline.utils import redact_url
+    assert redact_url("open rtsp://admin:s3cret@10.0.0.1/live failed") == \
+        "open rtsp://***@10.0.0.1/live failed"
+    assert redact_url("postgresql+psycopg://u:p@127.0.0.1/test") == \
+        "postgresql+psycopg://***@127.0.0.1/test"
+    assert redact_url("rtsp://cam/live") == "rtsp://cam/live"
