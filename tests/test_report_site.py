@@ -31,7 +31,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def _apt(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", *args], env=env,
+    return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", *args], env=env, check=False,
                           capture_output=True, text=True, timeout=1500)
 
 
@@ -54,7 +54,7 @@ def _chrome(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
            "--allow-file-access-from-files", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def dump_dom(chromium: str, tmp: Path, page: Path) -> str:
