@@ -1,0 +1,115 @@
+"""Video sources: one camera's frames as ``Frame`` records, whatever the medium.
+
+``open_source(spec, camera)`` picks the reader from the spec:
+
+* ``rtsp://``, ``rtsps://``, ``http(s)://`` URLs -> ``reid_pipeline.sources.rtsp.RtspSource``
+  (live, reconnecting; imported lazily so file users never pay for it);
+* a folder -> ``ImageFolderSource`` (sorted images, natural order, fixed fps);
+* a digit string (``"0"``) or ``webcam:N`` with no such file -> ``WebcamSource``;
+* anything else -> ``VideoFileSource`` (OpenCV/FFmpeg).
+
+Every source validates eagerly (opens and decodes the first frame in ``__init__``) so a bad
+input fails before any work starts, with a ``SourceError`` naming it. Sources support
+``start_frame`` so an interrupted run resumes where its last committed frame left off, and
+``fingerprint()`` identifies the content so a re-run of the same video is recognised.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from typing_extensions import Self
+
+from reid_pipeline.types import Frame
+from reid_pipeline.utils import redact_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = 10.0  # folders of frames and files whose container lacks a frame rate
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+
+
+class VideoSource(ABC):
+    """One camera's frames, iterated once, in order.
+
+    Attributes (read by the pipeline and reports):
+      ``camera``: the camera name frames are tagged with;
+      ``uri``: the input as it may be displayed (URL credentials redacted);
+      ``fps``: frames per second used for timestamps (``index / fps``);
+      ``frame_count``: frames in the source, ``None`` when unknown (live);
+      ``size``: ``(width, height)`` of the frames;
+      ``start_frame``: the first frame index this source yields.
+    """
+
+    camera: str
+    uri: str
+    fps: float
+    frame_count: int | None
+    size: tuple[int, int]
+    start_frame: int = 0
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield frames from ``start_frame`` on; raise ``SourceError`` when reading fails."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A stable id of the content, so re-running the same input is recognised."""
+
+    def close(self) -> None:
+        """Release the decoder; safe to call twice."""
+
+    @property
+    def is_live(self) -> bool:
+        """Live sources (webcam, stream) have no end and no stable content."""
+        return self.frame_count is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r}, camera={self.camera!r})"
+
+
+def is_url(spec: str) -> bool:
+    return spec.lower().startswith(URL_SCHEMES)
+
+
+def open_source(spec: str, camera: str, stream_cfg: Any = None, *, start_frame: int = 0,
+                fps: float | None = None) -> VideoSource:
+    """Open the right reader for ``spec`` (URL, folder, webcam index or video file).
+
+    ``stream_cfg`` (``config.StreamConfig``) only matters for URLs; ``fps`` overrides the
+    frame rate (folders default to 10 fps, files to their container's rate).
+    """
+    from reid_pipeline.errors import SourceError
+    from reid_pipeline.sources.files import ImageFolderSource, VideoFileSource, WebcamSource
+
+    spec = str(spec)
+    if start_frame < 0:
+        raise SourceError(f"source {redact_url(spec)!r}: start_frame must be >= 0, "
+                          f"got {start_frame}")
+    if is_url(spec):
+        from reid_pipeline.config import StreamConfig
+        from reid_pipeline.sources.rtsp import RtspSource  # type: ignore[import-not-found]
+
+        return RtspSource(spec, camera, stream_cfg if stream_cfg is not None else StreamConfig())
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, camera, fps=fps, start_frame=start_frame)
+    webcam = spec.removeprefix("webcam:")
+    if webcam.isdigit() and not path.exists():
+        return WebcamSource(int(webcam), camera, fps=fps)
+    return VideoFileSource(path, camera, fps=fps, start_frame=start_frame)
+
+
+__all__ = ["DEFAULT_FPS", "VideoSource", "is_url", "open_source"]
