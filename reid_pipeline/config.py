@@ -240,6 +240,12 @@ class Config:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
+    mode: Literal["live", "recorded"] = "live"  # live drops the oldest frames; recorded none
+    transport: Literal["tcp", "udp"] = "tcp"  # RTSP transport (FFmpeg rtsp_transport)
+    probe_s: float = 1.0  # stream analysis before the first frame; longer for slow cameras
+    give_up_after: int = 0  # failed connection attempts in a row before 'failed'; 0: never
+    batch_wait_s: float = 0.05  # max wait for more cameras' frames before a step runs
+    duration_s: float = 0.0  # stop after this many seconds (0: until SIGINT/SIGTERM)
                 _validate_types(section, f.name)
                 section.validate(f.name)
 
@@ -247,6 +253,13 @@ class Config:
         return dataclasses.asdict(self)
 
 
+        _check(all(i >= 0 for i in self.watch), f"{p}.watch",
+               f"identity ids are >= 0, got {self.watch}")
+        _check(self.status_every_s >= 0, f"{p}.status_every_s", "must be >= 0 (0: no status)")
+        _check(0.05 <= self.probe_s <= 30, f"{p}.probe_s", f"must be in [0.05, 30], got {self.probe_s}")
+        _check(self.give_up_after >= 0, f"{p}.give_up_after", "must be >= 0 (0: retry for ever)")
+        _check(0 <= self.batch_wait_s <= 5, f"{p}.batch_wait_s", "must be in [0, 5]")
+        _check(self.duration_s >= 0, f"{p}.duration_s", "must be >= 0 (0: run until stopped)")
 # ---------------------------------------------------------------- loading and coercion
 
 
