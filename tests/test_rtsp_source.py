@@ -23,8 +23,9 @@ def gst() -> None:
 
 
 def fast_cfg(**kw: object) -> StreamConfig:
-    base: dict[str, object] = dict(open_timeout_s=3.0, read_timeout_s=2.0, probe_s=0.3,
-                                   reconnect_initial_s=0.2, reconnect_max_s=1.0, queue_size=8)
+    base: dict[str, object] = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "probe_s": 0.3,
+                               "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0,
+                               "queue_size": 8}
     base.update(kw)
     return StreamConfig(**base)  # type: ignore[arg-type]
 
