@@ -191,7 +191,7 @@ class RtspSource(VideoSource):
     """
 
     def __init__(self, url: str, camera: str, stream_cfg: Any, *,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, start_frame: int = 0) -> None:
         url = str(url)
         self.url = url  # never logged or stored: use ``uri``
         self.uri = redact_url(url)
@@ -211,7 +211,8 @@ class RtspSource(VideoSource):
         self.fps = 0.0  # measured once frames flow
         self.frame_count = None  # live: no end
         self.size = (0, 0)  # known after the first frame
-        self.start_frame = 0
+        self.start_frame = int(start_frame)  # index given to the first frame (resume numbering)
+        self.notify: threading.Event | None = None  # set on every new frame (multi-camera loop)
         self._queue: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -224,7 +225,7 @@ class RtspSource(VideoSource):
         self._reconnects = 0
         self._last_capture: float | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=256)  # capture times
-        self._index = 0
+        self._index = self.start_frame
 
     # ------------------------------------------------------------------ consumer side
 
@@ -256,6 +257,11 @@ class RtspSource(VideoSource):
 
     def get_nowait(self) -> Frame | None:
         return self.get(timeout=0)
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the consumer (cheap; no snapshot)."""
+        return len(self._queue)
 
     @property
     def finished(self) -> bool:
@@ -349,6 +355,8 @@ class RtspSource(VideoSource):
             self._recent.append(frame.timestamp)
             self._last_capture = frame.timestamp
             self._cond.notify_all()
+        if self.notify is not None:
+            self.notify.set()
 
     def _backoff(self, delay: float) -> bool:
         """Wait ``delay`` s unless stopped; True when the thread should go on."""
