@@ -225,6 +225,46 @@ class StreamConfig:
 
 
 @dataclass
+class ReportConfig:
+    out: str = ""  # report folder; empty: <db folder>/report (SQLite)
+    page_size: int = 50  # identity cards per index page
+    crops_per_camera: int = 24  # crops per camera on an identity page (spread over time)
+    copy_crops: bool = False  # copy crops into the report (portable, but outside erasure)
+    title: str = "Identities"
+
+    def validate(self, p: str) -> None:
+        _check(self.page_size >= 1, f"{p}.page_size", f"must be >= 1, got {self.page_size}")
+        _check(self.crops_per_camera >= 1, f"{p}.crops_per_camera",
+               f"must be >= 1, got {self.crops_per_camera}")
+        _check(bool(self.title.strip()), f"{p}.title", "must not be empty")
+
+
+@dataclass
+class SearchConfig:
+    top: int = 10  # identities listed
+    html: str = ""  # also write the result as a page here
+    mode: Literal["auto", "frame", "crop"] = "auto"  # auto: detect a person, else take as crop
+    min_probability: float = 0.0  # hide identities below this probability
+
+    def validate(self, p: str) -> None:
+        _check(self.top >= 1, f"{p}.top", f"must be >= 1, got {self.top}")
+        _check(0.0 <= self.min_probability < 1.0, f"{p}.min_probability",
+               f"must be in [0, 1), got {self.min_probability}")
+
+
+@dataclass
+class ManageConfig:
+    export_format: Literal["csv", "jsonl"] = "csv"
+    export_out: str = ""  # file for `reid gallery export`; empty: standard output
+    force: bool = False  # merge identities even if seen at the same time on one camera
+    yes: bool = False  # delete/purge without asking for confirmation
+
+    def validate(self, p: str) -> None:
+        _check(not self.export_out.endswith(("/", "\\")), f"{p}.export_out",
+               f"must be a file, not a folder: {self.export_out!r}")
+
+
+@dataclass
 class Config:
     device: DeviceName = "auto"
     log_level: str = "INFO"
@@ -237,6 +277,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    manage: ManageConfig = field(default_factory=ManageConfig)
 
     def validate(self) -> None:
         _check_device("device", self.device)
