@@ -40,14 +40,15 @@ class DetectorConfig:
     kind: Literal["auto", "yolo", "hog", "mot"] = "auto"  # auto: YOLO, else HOG with a warning
     weights: str = "yolo11n.pt"  # any ultralytics weights file or model name
     fallback_to_hog: bool = True  # when YOLO weights can't be had; false: fail instead
-    conf: float = 0.25
+    conf: float = 0.1  # low on purpose: ByteTrack's second stage uses 0.1..high_thresh boxes
     iou: float = 0.5
     imgsz: int = 640
     batch: int = 16  # frames per detector call, across cameras
     half: bool = True  # fp16 on CUDA
     mot_det: list[str] = field(default_factory=list)  # det.txt per camera, in camera order
     hog_scale: float = 1.05
-    hog_min_height: int = 96  # HOG needs persons at least this tall (px); frames are upscaled
+    hog_min_height: int = 96  # smallest person (px) HOG finds; frames resized by 96/this
+    hog_pad: float = 0.15  # border (x frame height) so persons filling the frame fit HOG's window
 
     def validate(self, p: str) -> None:
         _check(0.0 < self.conf <= 1.0, f"{p}.conf", f"must be in (0, 1], got {self.conf}")
@@ -57,6 +58,10 @@ class DetectorConfig:
         _check(self.batch >= 1, f"{p}.batch", f"must be >= 1, got {self.batch}")
         _check(self.hog_scale > 1.0, f"{p}.hog_scale", f"must be > 1, got {self.hog_scale}")
         _check(self.hog_min_height >= 16, f"{p}.hog_min_height", "must be >= 16")
+        _check(0.0 <= self.hog_pad <= 1.0, f"{p}.hog_pad", f"must be in [0, 1], got {self.hog_pad}")
+        if self.kind == "mot":
+            _check(bool(self.mot_det), f"{p}.mot_det",
+                   "detector.kind=mot needs one MOTChallenge det.txt per camera")
 
 
 @dataclass
@@ -64,6 +69,11 @@ class TrackerConfig:
     kind: Literal["bytetrack", "botsort"] = "bytetrack"
     track_buffer: int = 30  # frames a lost track is kept
     match_thresh: float = 0.8
+    high_thresh: float = 0.25  # detections above: first association (ByteTrack)
+    low_thresh: float = 0.1  # detections in (low, high): second association only
+    new_track_thresh: float = 0.25  # an unmatched detection starts a track at this score
+    fuse_score: bool = True  # weigh IoU by detection score when associating
+    gmc: Literal["none", "sparseOptFlow", "orb", "ecc"] = "none"  # BoT-SORT camera motion comp.
     # crop quality filter
     min_height: int = 48
     min_aspect: float = 1.2  # height / width
@@ -77,6 +87,11 @@ class TrackerConfig:
     def validate(self, p: str) -> None:
         _check(self.track_buffer >= 1, f"{p}.track_buffer", "must be >= 1")
         _check(0 < self.match_thresh <= 1, f"{p}.match_thresh", "must be in (0, 1]")
+        _check(0 <= self.low_thresh <= self.high_thresh <= 1, f"{p}.low_thresh",
+               f"needs 0 <= low_thresh <= high_thresh <= 1, got {self.low_thresh}, "
+               f"{self.high_thresh}")
+        _check(0 <= self.new_track_thresh <= 1, f"{p}.new_track_thresh", "must be in [0, 1]")
+        _check(self.border_margin >= 0, f"{p}.border_margin", "must be >= 0")
         _check(self.min_height >= 8, f"{p}.min_height", f"must be >= 8, got {self.min_height}")
         _check(0 < self.min_aspect <= self.max_aspect, f"{p}.min_aspect",
                "must be > 0 and <= max_aspect")
@@ -94,7 +109,9 @@ class ModelConfig:
     activation: Literal["relu", "gelu", "identity", "tanh"] = "relu"
     height: int = 256
     width: int = 128
-    pretrained: bool = False  # ImageNet init for the backbone (needs the file or network)
+    # backbone init before training: "" none, "imagenet" (torch cache, downloaded when online)
+    # or a local weights file (torchvision/timm/torchreid state_dict); see reid_pipeline/pretrained.py
+    pretrained: str = ""
     batch: int = 128  # crops per embedder call
     half: bool = True  # fp16/bf16 inference on CUDA
 
@@ -110,11 +127,17 @@ class MatchConfig:
     threshold: float = 0.5  # calibrated probability above which a tracklet joins an identity
     exemplars: int = 5  # diverse embeddings kept per identity
     use_triton: bool = True  # Triton scoring kernel on CUDA; torch reference otherwise
+    # tracklet->identity probability: mean over the tracklet's crops of each crop's best
+    # exemplar probability ("crop_best_mean"), or the best exemplar probability of the
+    # tracklet's mean embedding ("mean_embedding", cheaper, blurs pose changes)
+    tracklet_score: Literal["crop_best_mean", "mean_embedding"] = "crop_best_mean"
+    max_pairs: int = 64_000_000  # crop x exemplar scores per score_fn call (memory bound)
 
     def validate(self, p: str) -> None:
         _check(0.0 < self.threshold < 1.0, f"{p}.threshold",
                f"is a probability, must be in (0, 1), got {self.threshold}")
         _check(self.exemplars >= 1, f"{p}.exemplars", "must be >= 1")
+        _check(self.max_pairs >= 1, f"{p}.max_pairs", f"must be >= 1, got {self.max_pairs}")
 
 
 @dataclass
@@ -141,10 +164,17 @@ class OutputConfig:
     video: bool = True  # annotated video per camera
     html: bool = True
     crops_per_camera: int = 4  # crops per identity and camera in the HTML report
+    demo_people: int = 4  # `reid demo`: people in the generated scene
+    demo_seed: int = 7  # `reid demo`: scene seed (the demo weights trained on seeds >= 1000)
 
     def validate(self, p: str) -> None:
         _check(bool(self.out), f"{p}.out", "must not be empty")
         _check(self.crops_per_camera >= 0, f"{p}.crops_per_camera", "must be >= 0")
+        _check(2 <= self.demo_people <= 12, f"{p}.demo_people",
+               f"must be in [2, 12], got {self.demo_people}")
+        _check(0 <= self.demo_seed < 1000, f"{p}.demo_seed",
+               f"must be in [0, 1000) (seeds >= 1000 made the demo's training people), "
+               f"got {self.demo_seed}")
 
 
 @dataclass
@@ -170,10 +200,22 @@ class TrainConfig:
     amp: Literal["bf16", "fp16", "off"] = "bf16"
     channels_last: bool = True
     eval_every: int = 10
-    workers: int = 4
+    workers: int = 4  # threads decoding JPEGs while the train split is preloaded
     seed: int = 0
     out: str = "runs/train"
     resume: str = ""
+    init: str = ""  # start from this checkpoint (ours or torchreid zoo), e.g. for freeze_backbone
+    val_ids: int = 30  # train identities held out for validation, calibration, best-model pick
+    pad: int = 10  # px of zero padding before the random crop
+    flip_prob: float = 0.5
+    erase_prob: float = 0.5  # random erasing
+    hinge_balance: float = 0.5  # weight of the similar-pair term (0.5: classes equal)
+    min_lr_factor: float = 0.01  # cosine ends at lr * this
+    step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # epoch fractions
+    step_gamma: float = 0.1
+    log_every: int = 20  # steps between log lines / TensorBoard points
+    bias_lr_mult: float = 100.0  # lr multiplier of the pair bias b (it tracks the L1 scale)
+    time_limit_s: float = 0.0  # stop after the epoch that passes this (0: none)
 
     def validate(self, p: str) -> None:
         _check(self.epochs >= 1, f"{p}.epochs", "must be >= 1")
@@ -185,24 +227,55 @@ class TrainConfig:
         for name in ("lambda_ce", "lambda_triplet", "lambda_hinge"):
             _check(getattr(self, name) >= 0, f"{p}.{name}", "must be >= 0")
         _check(self.eval_every >= 0, f"{p}.eval_every", "must be >= 0")
+        _check(self.warmup_epochs >= 0, f"{p}.warmup_epochs", "must be >= 0")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", "must be >= 0")
+        _check(self.margin_triplet >= 0 and self.margin_hinge >= 0, f"{p}.margin_hinge",
+               "margins must be >= 0")
+        _check(self.w_penalty >= 0, f"{p}.w_penalty", "must be >= 0")
+        _check(self.workers >= 0, f"{p}.workers", "must be >= 0")
+        _check(self.val_ids >= 0, f"{p}.val_ids", "must be >= 0 (0: validate on query/gallery)")
+        _check(self.pad >= 0, f"{p}.pad", "must be >= 0")
+        for name in ("flip_prob", "erase_prob", "hinge_balance"):
+            _check(0 <= getattr(self, name) <= 1, f"{p}.{name}", "must be in [0, 1]")
+        _check(0 <= self.min_lr_factor <= 1, f"{p}.min_lr_factor", "must be in [0, 1]")
+        _check(all(0 < m < 1 for m in self.step_milestones), f"{p}.step_milestones",
+               f"are fractions of the run in (0, 1), got {self.step_milestones}")
+        _check(0 < self.step_gamma <= 1, f"{p}.step_gamma", "must be in (0, 1]")
+        _check(self.log_every >= 1, f"{p}.log_every", "must be >= 1")
+        _check(self.bias_lr_mult > 0, f"{p}.bias_lr_mult", "must be > 0")
+        _check(self.time_limit_s >= 0, f"{p}.time_limit_s", "must be >= 0 (0: no limit)")
 
 
 @dataclass
 class EvalConfig:
-    data: str = ""
-    checkpoint: str = ""
+    data: str = ""  # dataset root (any layout reid_pipeline.data.load_dataset reads)
+    checkpoint: str = ""  # empty: model.checkpoint; ours or a torchreid model-zoo state_dict
     modes: list[str] = field(default_factory=lambda: ["euclidean", "cosine", "dissimilarity"])
-    rerank: bool = False
-    max_rank: int = 50
-    batch: int = 256
+    rerank: bool = False  # also report k-reciprocal re-ranked results ("<mode>+rerank")
+    max_rank: int = 50  # length of the CMC curve
+    batch: int = 256  # images per embedder call
     out: str = "runs/eval"
+    k1: int = 20  # re-ranking: k-reciprocal neighbourhood (Zhong et al. 2017 defaults)
+    k2: int = 6  # re-ranking: query-expansion neighbours
+    lambda_value: float = 0.3  # re-ranking: weight of the original distance
+    ranked_queries: int = 6  # queries drawn in the ranked-list picture (0: none)
+    topk: int = 10  # gallery images shown per query in the ranked-list picture
 
     def validate(self, p: str) -> None:
         allowed = {"euclidean", "cosine", "dissimilarity"}
         bad = [m for m in self.modes if m not in allowed]
         _check(not bad and bool(self.modes), f"{p}.modes",
                f"unknown mode(s) {bad}; choose from {sorted(allowed)}")
+        _check(len(set(self.modes)) == len(self.modes), f"{p}.modes", "lists a mode twice")
         _check(self.max_rank >= 1, f"{p}.max_rank", "must be >= 1")
+        _check(self.batch >= 1, f"{p}.batch", f"must be >= 1, got {self.batch}")
+        _check(bool(self.out), f"{p}.out", "must not be empty")
+        _check(self.k1 >= 1, f"{p}.k1", f"must be >= 1, got {self.k1}")
+        _check(self.k2 >= 1, f"{p}.k2", f"must be >= 1, got {self.k2}")
+        _check(0.0 <= self.lambda_value <= 1.0, f"{p}.lambda_value",
+               f"must be in [0, 1], got {self.lambda_value}")
+        _check(self.ranked_queries >= 0, f"{p}.ranked_queries", "must be >= 0")
+        _check(self.topk >= 1, f"{p}.topk", "must be >= 1")
 
 
 @dataclass
@@ -215,6 +288,12 @@ class StreamConfig:
     events: str = ""  # JSONL path; empty: <out>/events.jsonl
     watch: list[int] = field(default_factory=list)
     status_every_s: float = 5.0
+    mode: Literal["live", "recorded"] = "live"  # live drops the oldest frames; recorded none
+    transport: Literal["tcp", "udp"] = "tcp"  # RTSP transport (FFmpeg rtsp_transport)
+    probe_s: float = 1.0  # stream analysis before the first frame; longer for slow cameras
+    give_up_after: int = 0  # failed connection attempts in a row before 'failed'; 0: never
+    batch_wait_s: float = 0.05  # max wait for more cameras' frames before a step runs
+    duration_s: float = 0.0  # stop after this many seconds (0: until SIGINT/SIGTERM)
 
     def validate(self, p: str) -> None:
         _check(self.queue_size >= 1, f"{p}.queue_size", "must be >= 1")
@@ -222,6 +301,13 @@ class StreamConfig:
                "must be > 0 and <= reconnect_max_s")
         _check(self.open_timeout_s > 0, f"{p}.open_timeout_s", "must be > 0")
         _check(self.read_timeout_s > 0, f"{p}.read_timeout_s", "must be > 0")
+        _check(all(i >= 0 for i in self.watch), f"{p}.watch",
+               f"identity ids are >= 0, got {self.watch}")
+        _check(self.status_every_s >= 0, f"{p}.status_every_s", "must be >= 0 (0: no status)")
+        _check(0.05 <= self.probe_s <= 30, f"{p}.probe_s", f"must be in [0.05, 30], got {self.probe_s}")
+        _check(self.give_up_after >= 0, f"{p}.give_up_after", "must be >= 0 (0: retry for ever)")
+        _check(0 <= self.batch_wait_s <= 5, f"{p}.batch_wait_s", "must be in [0, 5]")
+        _check(self.duration_s >= 0, f"{p}.duration_s", "must be >= 0 (0: run until stopped)")
 
 
 @dataclass
@@ -231,12 +317,15 @@ class ReportConfig:
     crops_per_camera: int = 24  # crops per camera on an identity page (spread over time)
     copy_crops: bool = False  # copy crops into the report (portable, but outside erasure)
     title: str = "Identities"
+    videos: str = ""  # annotated videos (<camera>.mp4); empty: <db folder>/videos (SQLite)
 
     def validate(self, p: str) -> None:
         _check(self.page_size >= 1, f"{p}.page_size", f"must be >= 1, got {self.page_size}")
         _check(self.crops_per_camera >= 1, f"{p}.crops_per_camera",
                f"must be >= 1, got {self.crops_per_camera}")
         _check(bool(self.title.strip()), f"{p}.title", "must not be empty")
+        _check(not self.videos.lower().endswith((".mp4", ".avi", ".mkv", ".webm")),
+               f"{p}.videos", f"is the folder of annotated videos, not a video: {self.videos!r}")
 
 
 @dataclass
@@ -288,12 +377,6 @@ class Config:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
-    mode: Literal["live", "recorded"] = "live"  # live drops the oldest frames; recorded none
-    transport: Literal["tcp", "udp"] = "tcp"  # RTSP transport (FFmpeg rtsp_transport)
-    probe_s: float = 1.0  # stream analysis before the first frame; longer for slow cameras
-    give_up_after: int = 0  # failed connection attempts in a row before 'failed'; 0: never
-    batch_wait_s: float = 0.05  # max wait for more cameras' frames before a step runs
-    duration_s: float = 0.0  # stop after this many seconds (0: until SIGINT/SIGTERM)
                 _validate_types(section, f.name)
                 section.validate(f.name)
 
@@ -301,13 +384,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-        _check(all(i >= 0 for i in self.watch), f"{p}.watch",
-               f"identity ids are >= 0, got {self.watch}")
-        _check(self.status_every_s >= 0, f"{p}.status_every_s", "must be >= 0 (0: no status)")
-        _check(0.05 <= self.probe_s <= 30, f"{p}.probe_s", f"must be in [0.05, 30], got {self.probe_s}")
-        _check(self.give_up_after >= 0, f"{p}.give_up_after", "must be >= 0 (0: retry for ever)")
-        _check(0 <= self.batch_wait_s <= 5, f"{p}.batch_wait_s", "must be in [0, 5]")
-        _check(self.duration_s >= 0, f"{p}.duration_s", "must be >= 0 (0: run until stopped)")
 # ---------------------------------------------------------------- loading and coercion
 
 
