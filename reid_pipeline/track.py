@@ -1,0 +1,186 @@
+"""Within-camera tracking into tracklets, with the crop quality filter for ReID.
+
+``CameraTracker`` feeds our ``Detections`` to ultralytics' ``BYTETracker`` (or ``BOTSORT``
+without ReID; camera-motion compensation per ``tracker.gmc``, off by default for fixed
+cameras) and turns its tracks into ``Tracklet`` records:
+
+* every tracked box of a frame becomes a ``TrackedBox`` (the *detection's* box and score,
+  not the Kalman estimate: crops and sightings show what was actually seen);
+* crops that pass the quality filter (tall enough, plausible person aspect, confident,
+  not cut by the frame border) are candidates; at most ``max_crops`` are kept, spread
+  evenly over the tracklet's whole life by stride thinning: keep every ``stride``-th
+  candidate; when full, drop every other kept crop and double the stride. Deterministic,
+  O(1) per box, and the crops sample the whole walk, not its first second;
+* a tracklet finishes when ultralytics removes its track (lost for more than
+  ``track_buffer`` updates) or at ``flush()``; finished tracklets with at least
+  ``min_length`` boxes are returned by ``pop_finished()`` - also when no crop passed the
+  filter (``crops == []``), so sightings are still recorded without an identity.
+
+Time is counted in ``update`` calls (one per frame fed), as ultralytics does; a source that
+skips undecodable frames therefore shortens the buffer by as many frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from reid_pipeline.types import Detections, Frame, TrackedBox, Tracklet
+
+log = logging.getLogger(__name__)
+
+
+class _DetView:
+    """The numpy 'Results-like' view ultralytics' trackers index and read."""
+
+    __slots__ = ("cls", "conf", "xywh", "xyxy")
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray) -> None:
+        self.xyxy = xyxy
+        self.conf = conf
+        self.cls = np.zeros(len(conf), np.float32)
+        wh = xyxy[:, 2:4] - xyxy[:, 0:2]
+        self.xywh = np.concatenate([xyxy[:, 0:2] + wh / 2, wh], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, mask: Any) -> _DetView:
+        return _DetView(self.xyxy[mask], self.conf[mask])
+
+
+class _Builder:
+    """A tracklet under construction plus its crop-thinning state."""
+
+    __slots__ = ("candidates", "stride", "tracklet")
+
+    def __init__(self, tracklet: Tracklet) -> None:
+        self.tracklet = tracklet
+        self.candidates = 0  # quality-passing observations seen so far
+        self.stride = 1
+
+
+def tracker_args(cfg: Any) -> SimpleNamespace:
+    """The ultralytics tracker namespace (bytetrack.yaml / botsort.yaml keys) from our config."""
+    return SimpleNamespace(
+        tracker_type=cfg.kind, track_high_thresh=cfg.high_thresh,
+        track_low_thresh=cfg.low_thresh, new_track_thresh=cfg.new_track_thresh,
+        track_buffer=cfg.track_buffer, match_thresh=cfg.match_thresh,
+        fuse_score=cfg.fuse_score, gmc_method=cfg.gmc, proximity_thresh=0.5,
+        appearance_thresh=0.8, with_reid=False, model="auto")
+
+
+class CameraTracker:
+    """One camera's tracker; see the module doc. Not thread-safe: one per camera."""
+
+    def __init__(self, camera: str, cfg: Any, frame_rate: float = 10.0,
+                 first_track_id: int = 1) -> None:
+        """``first_track_id`` lets a resumed run continue a camera's track numbering, so
+        track ids stay unique per camera across interrupted and resumed runs."""
+        from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        self.camera = camera
+        self.cfg = cfg
+        self.frame_rate = float(frame_rate)
+        args = tracker_args(cfg)
+        self._tracker = BOTSORT(args) if cfg.kind == "botsort" else BYTETracker(args)
+        self._tracker._ids = iter(range(int(first_track_id), sys.maxsize))
+        self._building: dict[int, _Builder] = {}
+        self._finished: list[Tracklet] = []
+        self.dropped_short = 0  # finished tracks shorter than min_length (noise)
+
+    # ------------------------------------------------------------------ per frame
+
+    def update(self, frame: Frame, dets: Detections) -> list[TrackedBox]:
+        """Advance one frame; returns this frame's tracked boxes (matched to a detection)."""
+        img = frame.image
+        h, w = img.shape[:2]
+        view = _DetView(dets.boxes, dets.scores)
+        out = self._tracker.update(view, img)
+        boxes: list[TrackedBox] = []
+        if len(out):
+            cfg = self.cfg
+            m = cfg.border_margin
+            for row in out:
+                tid = int(row[4])
+                di = int(row[7])
+                x1, y1, x2, y2 = (float(v) for v in dets.boxes[di])
+                conf = float(dets.scores[di])
+                tb = TrackedBox(self.camera, frame.index, frame.timestamp,
+                                (x1, y1, x2, y2), conf, tid)
+                boxes.append(tb)
+                b = self._building.get(tid)
+                if b is None:
+                    b = self._building[tid] = _Builder(Tracklet(self.camera, tid))
+                b.tracklet.boxes.append(tb)
+                bh, bw = y2 - y1, x2 - x1
+                if (bh >= cfg.min_height and bw > 0
+                        and cfg.min_aspect <= bh / bw <= cfg.max_aspect
+                        and conf >= cfg.min_conf
+                        and x1 >= m and y1 >= m and x2 <= w - m and y2 <= h - m):
+                    self._offer_crop(b, img, frame.index, x1, y1, x2, y2)
+        self._collect_removed()
+        return boxes
+
+    def _offer_crop(self, b: _Builder, img: np.ndarray, index: int,
+                    x1: float, y1: float, x2: float, y2: float) -> None:
+        k = b.candidates
+        b.candidates += 1
+        if k % b.stride:
+            return
+        t = b.tracklet
+        if len(t.crops) >= self.cfg.max_crops:
+            # thin: keep every other crop, take every 2*stride-th candidate from now on
+            t.crops[:] = t.crops[::2]
+            t.crop_frames[:] = t.crop_frames[::2]
+            b.stride *= 2
+            if k % b.stride:
+                return
+        crop = img[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))].copy()
+        t.crops.append(crop)
+        t.crop_frames.append(index)
+
+    def _collect_removed(self) -> None:
+        """Finish tracklets whose track ultralytics no longer holds (removed, or dropped as
+        a duplicate of another track)."""
+        tr = self._tracker
+        alive = {t.track_id for t in tr.tracked_stracks}
+        alive.update(t.track_id for t in tr.lost_stracks)
+        for tid in [tid for tid in self._building if tid not in alive]:
+            self._finish(tid)
+
+    def _finish(self, tid: int) -> None:
+        t = self._building.pop(tid).tracklet
+        t.finished = True
+        if len(t.boxes) >= self.cfg.min_length:
+            self._finished.append(t)
+        else:
+            self.dropped_short += 1
+
+    # ------------------------------------------------------------------ tracklets
+
+    def pop_finished(self) -> list[Tracklet]:
+        """Tracklets finished since the last call (track removed, >= min_length boxes)."""
+        done, self._finished = self._finished, []
+        return done
+
+    def active(self) -> list[Tracklet]:
+        """Tracklets still being built (live objects: they grow with later updates); for
+        provisional matching of long tracks."""
+        return [b.tracklet for b in self._building.values()]
+
+    def flush(self) -> list[Tracklet]:
+        """End of stream: finish every tracklet and return all not yet popped."""
+        for tid in list(self._building):
+            self._finish(tid)
+        tr = self._tracker  # forget the tracks, keep the id counter (ids stay unique)
+        tr.tracked_stracks, tr.lost_stracks, tr.removed_stracks = [], [], []
+        return self.pop_finished()
+
+
+__all__ = ["CameraTracker", "tracker_args"]
