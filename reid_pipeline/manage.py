@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from reid_pipeline.errors import InputError, NotFoundError
+from reid_pipeline.errors import ConfigError, DatabaseError, InputError, NotFoundError
 from reid_pipeline.gallery import exemplars as ex
 from reid_pipeline.gallery.models import (
     Base,
@@ -54,6 +54,7 @@ from reid_pipeline.gallery.models import (
 from reid_pipeline.gallery.records import Interval
 
 if TYPE_CHECKING:
+    from reid_pipeline.config import Config
     from reid_pipeline.gallery import Gallery, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,54 @@ class _Trash:
 
     dir: Path
     moved: list[tuple[Path, Path]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- opening
+
+
+def default_db(cfg: Config) -> str:
+    """``gallery.db``, else the SQLite file ``reid process`` writes: ``<output.out>/reid.db``."""
+    return cfg.gallery.db or str(Path(cfg.output.out) / "reid.db")
+
+
+def open_existing(db: str, cfg: Config) -> Gallery:
+    """Open a gallery that must already exist (reading or managing never creates one).
+
+    ``Gallery.open`` creates a missing SQLite file, which is right for ``reid process`` but
+    would turn a typo in ``reid report --db`` into an empty report; and a SQLite file that
+    is some other program's database must not get our tables added to it.
+    """
+    import sqlite3
+
+    from reid_pipeline.gallery import Gallery
+    from reid_pipeline.gallery.engine import is_url
+
+    if not db:
+        raise ConfigError("config key 'gallery.db': no gallery database given (--db)")
+    path: Path | None = None
+    if not is_url(db):
+        path = Path(db).expanduser()
+    elif db.startswith("sqlite:///") and db[len("sqlite:///"):] not in ("", ":memory:"):
+        path = Path(db[len("sqlite:///"):]).expanduser()
+    if path is not None:
+        if not path.exists():
+            raise DatabaseError(f"database {str(path)!r} does not exist")
+        if not path.is_file():
+            raise DatabaseError(f"database {str(path)!r} is not a file")
+        try:
+            con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                con.close()
+        except sqlite3.DatabaseError:
+            raise DatabaseError(f"database {str(path)!r} is not a database file (or is corrupt)"
+                                ) from None
+        if "identities" not in tables:
+            raise DatabaseError(f"database {str(path)!r} is not a reid gallery "
+                                "(no identities table)")
+    return Gallery.open(db, cfg.gallery)
 
 
 # ---------------------------------------------------------------- duration parsing

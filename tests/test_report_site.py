@@ -178,3 +178,72 @@ def test_empty_gallery_and_foreign_folder(tmp_path: Path) -> None:
 def test_time_formatting() -> None:
     assert fmt_time(75.25) == "0:01:15.2"
     assert fmt_time(1_790_000_000.0).endswith("UTC")
+
+
+def _gallery_with_video(run: Path) -> tuple[Path, dict[int, list[str]]]:
+    """A SQLite gallery written through the repository, plus an annotated video of 'lobby'."""
+    from reid_pipeline.config import GalleryConfig
+    from reid_pipeline.gallery import Gallery
+    from reid_pipeline.types import TrackedBox, Tracklet
+
+    db = run / "reid.db"
+    cams: dict[int, list[str]] = {}
+    with Gallery.open(str(db), GalleryConfig()) as g:
+        src = {c: g.begin_source(c, f"fp-{c}").source_id for c in ("lobby", "street")}
+        for n in range(3):
+            iid = g.create_identity(name="courier" if n == 0 else None)
+            cams[iid] = ["lobby", "street"] if n != 1 else ["street"]
+            for cam in cams[iid]:
+                f0 = 20 + 40 * n + (5 if cam == "street" else 0)
+                boxes = [TrackedBox(cam, f0 + k, (f0 + k) / 10.0, (4.0, 4.0, 36.0, 90.0), 0.9,
+                                    n + 1) for k in range(6)]
+                crops = [cv2.imread(str(_person_jpeg(run / "tmp" / f"{n}{cam}{k}.jpg",
+                                                     7 * n + k))) for k in range(3)]
+                tr = Tracklet(cam, n + 1, boxes, crops, [f0, f0 + 2, f0 + 4], True)
+                g.record_tracklet(src[cam], tr, identity_id=iid)
+    shutil.rmtree(run / "tmp")
+    (run / "videos").mkdir()
+    vw = cv2.VideoWriter(str(run / "videos" / "lobby.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                         10.0, (64, 48))
+    for i in range(150):
+        vw.write(np.full((48, 64, 3), i % 255, np.uint8))
+    vw.release()
+    return db, cams
+
+
+def test_reid_report_command_on_a_gallery(chromium: str, tmp_path: Path) -> None:
+    from reid_pipeline.cli import main
+
+    run = tmp_path / "day1"
+    run.mkdir()
+    db, cams = _gallery_with_video(run)
+    assert main(["report", "--db", str(db), "--page-size", "2"]) == 0
+    index = run / "report" / "index.html"
+    dom = dump_dom(chromium, tmp_path, index)
+    assert 'data-total="3"' in dom and 'data-pages="2"' in dom
+    assert 'data-images-ok="2"' in dom and 'data-images-broken="0"' in dom
+    assert "courier" in dom
+    first = min(cams)
+    page = run / "report" / "identities" / f"{first}.html"
+    dom = dump_dom(chromium, tmp_path, page)
+    assert 'data-images-ok="6"' in dom and 'data-images-broken="0"' in dom
+    # frame 20 of a 10 fps video: two seconds in; links are relative to the run folder
+    assert re.search(r'<video[^>]+src="\.\./\.\./videos/lobby\.mp4#t=2\.00"', dom)
+    assert 'data-camera="street"' in dom and "street.mp4" not in dom
+    png = tmp_path / "identity.png"
+    screenshot(chromium, tmp_path, page, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reid_report_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reid_pipeline.cli import main
+
+    assert main(["report", "--db", str(tmp_path / "missing.db")]) == 2
+    assert "missing.db' does not exist" in capsys.readouterr().err
+    other = tmp_path / "other.db"
+    other.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    assert main(["report", "--db", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "other.db" in err and err.startswith("error: ")
+    assert main(["report", "--db", str(tmp_path / "x.db"), "--page-size", "0"]) == 2
+    assert "report.page_size" in capsys.readouterr().err

@@ -11,8 +11,9 @@ holds no second copy of the personal data, so deleting an identity from the gall
 page. ``copy_crops=True`` makes a portable site (crops copied under ``<out>/crops``) for
 hand-over; such copies are outside the gallery's erasure and retention.
 
-The renderer takes plain view records (``IdentityView``), so it knows nothing of SQL; the
-loader that builds them from a gallery lives in ``reid_pipeline.report.gallery_views``.
+The renderer (``write_site``) takes plain view records (``IdentityView``), so it knows
+nothing of SQL; ``gallery_views`` builds them from an open ``Gallery`` and ``build_report``
+does both (what ``reid report`` calls).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from reid_pipeline.errors import OutputError
@@ -177,6 +179,15 @@ JS = """
   window.addEventListener('load', mark);
 })();
 """
+
+
+def standalone_page(title: str, body: str) -> str:
+    """A single page with the stylesheet and script inlined (e.g. a search result)."""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{_e(title)}</title><style>{CSS}</style><script>{JS}</script>"
+        f"</head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def _page(title: str, body: str, asset_prefix: str) -> str:
@@ -361,3 +372,86 @@ def write_site(identities: Iterable[IdentityView], out_dir: str | Path,
                videos: dict[str, Path] | None = None) -> Path:
     """Write the static report for ``identities`` into ``out_dir``; returns index.html."""
     return SiteWriter(out_dir, options, videos).write(identities)
+
+
+# ---------------------------------------------------------------- from a gallery
+
+
+def camera_file_name(camera: str) -> str:
+    """How ``reid process`` names a camera's annotated video (``videos/<name>.mp4``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in camera) or "camera"
+
+
+def find_videos(folder: str | Path | None, cameras: Iterable[str]) -> dict[str, Path]:
+    """The annotated video of each camera that has one in ``folder``."""
+    if not folder:
+        return {}
+    base = Path(folder)
+    found = {}
+    for cam in cameras:
+        for ext in (".mp4", ".avi", ".mkv", ".webm"):
+            p = base / f"{camera_file_name(cam)}{ext}"
+            if p.is_file():
+                found[cam] = p
+                break
+    return found
+
+
+def video_fps(path: Path) -> float | None:
+    """Frames per second of a video file (to turn frame numbers into ``#t=`` seconds)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if fps > 0 else None
+
+
+def gallery_views(gallery: object, videos: dict[str, Path] | None = None) -> list[IdentityView]:
+    """One ``IdentityView`` per identity with at least one tracklet, read from ``gallery``.
+
+    Video times come from frame numbers and the annotated video's frame rate: the annotated
+    video has every frame of its source, so frame ``n`` plays at ``n / fps``.
+    """
+    from sqlalchemy import select
+
+    from reid_pipeline.gallery.models import Camera, Tracklet
+
+    g: Any = gallery
+    fps = {cam: video_fps(p) for cam, p in (videos or {}).items()}
+    summaries = [i for i in g.identities() if i.tracklets > 0]
+    intervals: dict[int, list[IntervalView]] = {}
+    with g.read() as s:
+        rows = s.execute(select(Tracklet.identity_id, Camera.name, Tracklet.first_ts,
+                                Tracklet.last_ts, Tracklet.first_frame)
+                         .join(Camera, Camera.id == Tracklet.camera_id)
+                         .where(Tracklet.identity_id.is_not(None))).all()
+    for iid, cam, a, b, f in rows:
+        rate = fps.get(cam)
+        intervals.setdefault(iid, []).append(
+            IntervalView(cam, float(a), float(b), f / rate if rate else None))
+    crops: dict[int, list[CropView]] = {}
+    for c in g.crops():
+        if c.identity_id is None or c.path is None:
+            continue
+        rate = fps.get(c.camera)
+        crops.setdefault(c.identity_id, []).append(CropView(
+            Path(c.path), c.camera, float(c.timestamp if c.timestamp is not None else 0.0),
+            c.frame / rate if rate else None))
+    return [IdentityView(
+        id=i.id, name=i.name, first_seen=float(i.first_seen or 0.0),
+        last_seen=float(i.last_seen or 0.0), sightings=i.sightings, cameras=list(i.cameras),
+        crops=sorted(crops.get(i.id, []), key=lambda c: (c.camera, c.timestamp)),
+        intervals=sorted(intervals.get(i.id, []), key=lambda v: v.start))
+        for i in summaries]
+
+
+def build_report(gallery: object, out_dir: str | Path, options: SiteOptions | None = None,
+                 videos_dir: str | Path | None = None) -> Path:
+    """Read ``gallery`` and write its static report into ``out_dir``; returns index.html."""
+    g: Any = gallery
+    cams = {c for i in g.identities() for c in i.cameras}
+    videos = find_videos(videos_dir, cams)
+    return write_site(gallery_views(gallery, videos), out_dir, options, videos)
