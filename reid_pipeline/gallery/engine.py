@@ -93,11 +93,13 @@ def _sqlite_settings(engine: Engine, busy_timeout_s: float) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _sqlite_path(path_str: str) -> tuple[URL, Path, str]:
+def _sqlite_path(path_str: str, create: bool = True) -> tuple[URL, Path, str]:
     p = Path(path_str).expanduser()
     shown = str(p)
     if p.is_dir():
         raise DatabaseError(f"database {shown} is a folder, not a database file")
+    if not p.exists() and not create:
+        raise DatabaseError(f"database {shown} does not exist")
     if not p.exists():
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +117,12 @@ def _sqlite_path(path_str: str) -> tuple[URL, Path, str]:
     return URL.create("sqlite", database=str(p.resolve())), p.resolve(), shown
 
 
-def create_gallery_engine(url_or_path: str,
-                          busy_timeout_s: float) -> tuple[Engine, str, Path | None]:
+def create_gallery_engine(url_or_path: str, busy_timeout_s: float,
+                          create: bool = True) -> tuple[Engine, str, Path | None]:
     """Build an engine for a bare path (SQLite) or any SQLAlchemy URL.
+
+    ``create=False``: a SQLite file must already exist (read-only commands must not leave an
+    empty database behind a typo).
 
     Returns (engine, shown, sqlite_file) where ``shown`` is the redacted name used in every
     message and ``sqlite_file`` is the database file for SQLite (None for servers).
@@ -133,10 +138,13 @@ def create_gallery_engine(url_or_path: str,
             raise DatabaseError(f"database {shown} is not a valid database URL: {e}") from None
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")  # the driver we ship
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            url, sqlite_file, _ = _sqlite_path(url.database)
+        if (url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+                and not url.query and not url.database.startswith("file:")):
+            # a plain sqlite:///path gets the same checks as a bare path; URI-style ones
+            # (sqlite:///file:x?mode=ro&uri=true) are passed through untouched
+            url, sqlite_file, _ = _sqlite_path(url.database, create)
     else:
-        url, sqlite_file, shown = _sqlite_path(url_or_path)
+        url, sqlite_file, shown = _sqlite_path(url_or_path, create)
 
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     try:

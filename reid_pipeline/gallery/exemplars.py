@@ -44,21 +44,24 @@ def decode(blob: bytes, dim: int, dtype: str) -> np.ndarray:
 
 
 def farthest_point_selection(x: np.ndarray, k: int) -> list[int]:
-    """Indices of ``k`` diverse rows of ``x`` (all rows when there are at most ``k``).
+    """Indices of up to ``k`` diverse rows of ``x``.
 
     Deterministic: first the row nearest the mean, then greedily the row with the largest
-    L1 distance to its nearest already-selected row (ties: lowest index).
+    L1 distance to its nearest already-selected row (ties: lowest index). Exact duplicates
+    add nothing and are never both kept.
     """
     n = x.shape[0]
-    if n <= k:
-        return list(range(n))
+    if n == 0:
+        return []
     x = x.astype(np.float32, copy=False)
     first = int(np.abs(x - x.mean(axis=0, keepdims=True)).sum(axis=1).argmin())
     chosen = [first]
     nearest = np.abs(x - x[first]).sum(axis=1)
-    while len(chosen) < k:
+    while len(chosen) < min(k, n):
         nearest[chosen] = -1.0
         nxt = int(nearest.argmax())
+        if nearest[nxt] <= 0.0:
+            break
         chosen.append(nxt)
         nearest = np.minimum(nearest, np.abs(x - x[nxt]).sum(axis=1))
     return chosen

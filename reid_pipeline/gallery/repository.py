@@ -410,16 +410,18 @@ class Gallery:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def open(cls, url_or_path: str, cfg: GalleryConfig | None = None,
-             crops_dir: Path | str | None = None) -> Gallery:
+             crops_dir: Path | str | None = None, create: bool = True) -> Gallery:
         """Open (creating if needed) a gallery and migrate its schema to the newest version.
 
         ``url_or_path``: a file path (SQLite, WAL) or any SQLAlchemy URL
         (``postgresql+psycopg://user@host/db``). ``crops_dir``: where crop JPEGs go; default:
         ``cfg.crops_dir``, else the folder recorded in the database, else ``crops/`` beside a
-        SQLite file. Raises ``DatabaseError`` naming the redacted database on any failure.
+        SQLite file. ``create=False``: a SQLite file must exist already (read-only commands).
+        Raises ``DatabaseError`` naming the redacted database on any failure.
         """
         cfg = cfg or GalleryConfig()
-        engine, shown, sqlite_file = create_gallery_engine(str(url_or_path), cfg.busy_timeout_s)
+        engine, shown, sqlite_file = create_gallery_engine(str(url_or_path), cfg.busy_timeout_s,
+                                                           create)
         try:
             migrate(engine, shown, cfg.busy_timeout_s)
             g = cls(engine, shown, cfg, sqlite_file)
@@ -624,7 +626,7 @@ class Gallery:
                 select(Tracklet.identity_id, func.count(SightingRow.id))
                 .join(SightingRow, SightingRow.tracklet_id == Tracklet.id)
                 .where(Tracklet.identity_id.is_not(None))
-                .group_by(Tracklet.identity_id)).tuples().all())
+                .group_by(Tracklet.identity_id)).all())
         cams: dict[int, list[str]] = defaultdict(list)
         ntr: dict[int, int] = defaultdict(int)
         lo: dict[int, float] = {}

@@ -1,0 +1,384 @@
+"""Tracklet -> identity assignment against the gallery's exemplars.
+
+The tracklet-to-identity probability (config ``match.tracklet_score``):
+
+* ``crop_best_mean`` (default): score every crop of the tracklet against every exemplar
+  with the pair classifier, take for each crop its best exemplar of the identity, and
+  average over the crops. The pair classifier was calibrated on single-image pairs, so
+  each term is a calibrated probability and so is their mean; a bad crop (occlusion, blur)
+  moves the mean by 1/n instead of deciding alone, and the diverse exemplars let a
+  back-view crop find the identity's back view.
+* ``mean_embedding``: one probability per exemplar for the tracklet's mean embedding, best
+  exemplar per identity. n_crops times cheaper; the mean of embeddings is not an image the
+  classifier was calibrated on, so its probabilities are less trustworthy.
+
+The decision: an identity is a candidate for a tracklet when its probability is at least
+``match.threshold`` and it was not in the same camera during an overlapping time (one
+person cannot be in two places of one camera at once: checked against every assigned
+tracklet in the database, via the cache, and against this batch). Within a batch the
+choice is global, not greedy: tracklets that conflict with each other (same camera,
+overlapping in time; connected components of that relation) are solved together with the
+Hungarian method (``scipy.optimize.linear_sum_assignment``, maximising the summed
+probability), then a local pass lets a tracklet take a better identity that the one-to-one
+solution withheld but that conflicts with none of the tracklets holding it. Tracklets left
+without a candidate become new identities; new ones in the same batch are clustered among
+themselves with the same rule (the same new person seen by two cameras gets one identity).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from reid_pipeline.config import MatchConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from reid_pipeline.gallery.cache import ExemplarCache
+    from reid_pipeline.gallery.repository import Changes, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # (Nq,D),(Ng,D) -> probs
+
+
+@dataclass
+class MatchQuery:
+    """A finished (or, for ``provisional``, running) tracklet to identify."""
+
+    camera: str
+    start: float  # first timestamp (s)
+    end: float  # last timestamp (s)
+    embeddings: Any  # (n_crops, D) tensor or array
+    tracklet_id: int | None = None  # its gallery row, once recorded (needed by ``commit``)
+    key: Hashable = None  # caller's handle; defaults to tracklet_id
+
+    @classmethod
+    def from_tracklet(cls, tracklet: Any, embeddings: Any,
+                      tracklet_id: int | None = None) -> MatchQuery:
+        """From a ``reid_pipeline.types.Tracklet`` and its crop embeddings."""
+        return cls(tracklet.camera, float(tracklet.first_seen), float(tracklet.last_seen),
+                   embeddings, tracklet_id, tracklet_id if tracklet_id is not None
+                   else (tracklet.camera, tracklet.track_id))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The decision for one query.
+
+    ``identity_id``: an existing identity (> 0); for a new one a negative placeholder
+    (queries sharing a placeholder are the same new person) until ``commit`` creates it;
+    None when the tracklet has no embeddings and cannot be identified.
+    ``probability``: of the chosen identity (None for the first tracklet of a new identity).
+    ``best_existing``: the best probability against the existing gallery (diagnostics).
+    """
+
+    key: Hashable
+    tracklet_id: int | None
+    identity_id: int | None
+    probability: float | None
+    is_new: bool
+    best_existing: float = 0.0
+
+
+def _overlap(a: MatchQuery, b: MatchQuery) -> bool:
+    return a.camera == b.camera and a.start <= b.end and b.start <= a.end
+
+
+class IdentityMatcher:
+    """Scores tracklets against the gallery (through the exemplar cache) and assigns them."""
+
+    def __init__(self, score_fn: ScoreFn, cache: ExemplarCache, cfg: MatchConfig) -> None:
+        self.score_fn = score_fn
+        self.cache = cache
+        self.cfg = cfg
+
+    # ------------------------------------------------------------------ scoring
+    def _to_device(self, x: Any) -> torch.Tensor:
+        import torch
+
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, np.float32))
+        return t.reshape(-1, t.shape[-1]).to(self.cache.device, self.cache.dtype)
+
+    def _gallery(self, pending: Changes | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors, owner ids) of the committed cache plus this transaction's changes."""
+        import torch
+
+        vecs, ids = self.cache.vectors, self.cache.identity_ids
+        if pending is None:
+            return vecs, ids
+        extra = {iid: v for (iid, mv), v in pending.exemplars.items()
+                 if mv == self.cache.model_version}
+        gone = set(extra) | set(pending.removed_identities)
+        if gone and ids.numel():
+            mask = torch.isin(ids, torch.tensor(sorted(gone), device=ids.device))
+            ids = torch.where(mask, torch.full_like(ids, -1), ids)
+        if extra:
+            ev = torch.cat([self._to_device(v) for v in extra.values()])
+            ei = torch.cat([torch.full((len(v),), iid, dtype=torch.long, device=ids.device)
+                            for iid, v in extra.items()])
+            vecs = ev if vecs.numel() == 0 else torch.cat([vecs, ev])
+            ids = torch.cat([ids, ei])
+        return vecs, ids
+
+    def _scores(self, queries: Sequence[MatchQuery], g_vecs: torch.Tensor,
+                g_ids: torch.Tensor) -> tuple[np.ndarray, list[int]]:
+        """(B, K) tracklet-to-identity probabilities and the K identity ids."""
+        import torch
+
+        valid = g_ids >= 0
+        if not bool(valid.any()) or not queries:
+            return np.zeros((len(queries), 0), np.float32), []
+        g = g_vecs[valid]
+        uniq, inv = torch.unique(g_ids[valid], return_inverse=True)
+        k = int(uniq.numel())
+        embs = [self._to_device(q.embeddings) if _n(q.embeddings) else None for q in queries]
+        out = torch.zeros(len(queries), k, dtype=torch.float32, device=g.device)
+        mean_mode = self.cfg.tracklet_score == "mean_embedding"
+        rows = [(b, (e.float().mean(0, keepdim=True).to(e.dtype) if mean_mode else e))
+                for b, e in enumerate(embs) if e is not None]
+        if not rows:
+            return out.cpu().numpy(), [int(i) for i in uniq.tolist()]
+        q_all = torch.cat([e for _, e in rows])
+        seg = torch.cat([torch.full((len(e),), b, dtype=torch.long, device=g.device)
+                         for b, e in rows])
+        step = max(1, int(self.cfg.max_pairs // max(1, g.shape[0])))
+        per_crop = torch.empty(q_all.shape[0], k, dtype=torch.float32, device=g.device)
+        for i in range(0, q_all.shape[0], step):
+            p = self.score_fn(q_all[i:i + step], g).float()
+            best = torch.zeros(p.shape[0], k, dtype=torch.float32, device=g.device)
+            best.scatter_reduce_(1, inv.expand(p.shape[0], -1), p, reduce="amax",
+                                 include_self=False)
+            per_crop[i:i + step] = best
+        out.index_add_(0, seg, per_crop)
+        counts = torch.bincount(seg, minlength=len(queries)).clamp(min=1).float()
+        out /= counts[:, None]
+        return out.cpu().numpy(), [int(i) for i in uniq.tolist()]
+
+    def _external_conflict(self, identity_id: int, q: MatchQuery,
+                           pending: Changes | None) -> bool:
+        """Was ``identity_id`` in q's camera while q was there (committed or this batch)?"""
+        skip = set(pending.intervals_removed) if pending is not None else set()
+        if q.tracklet_id is not None:
+            skip.add(q.tracklet_id)
+        if self.cache.occupancy.conflicts(identity_id, q.camera, q.start, q.end, skip):
+            return True
+        if pending is not None:
+            for iv in pending.intervals_added:
+                if (iv.identity_id == identity_id and iv.tracklet_id != q.tracklet_id
+                        and iv.camera == q.camera and iv.start <= q.end and q.start <= iv.end):
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ decisions
+    def provisional(self, query: MatchQuery | Any, embeddings: Any = None,
+                    pending: Changes | None = None) -> tuple[int | None, float]:
+        """Best identity for a running tracklet, without creating or writing anything.
+
+        Accepts a ``MatchQuery`` or a ``Tracklet`` plus its crop embeddings. Returns
+        (identity or None when none reaches the threshold, its probability).
+        """
+        q = query if isinstance(query, MatchQuery) else MatchQuery.from_tracklet(query,
+                                                                                 embeddings)
+        if not _n(q.embeddings):
+            return None, 0.0
+        s, idents = self._scores([q], *self._gallery(pending))
+        best_id, best_p = None, 0.0
+        for k in np.argsort(-s[0], kind="stable") if idents else []:
+            p = float(s[0, k])
+            if p < self.cfg.threshold:
+                break
+            if not self._external_conflict(idents[k], q, pending):
+                best_id, best_p = idents[k], p
+                break
+        if best_id is None and idents:
+            best_p = float(s[0].max())
+        return best_id, best_p
+
+    def peek(self, camera: str, tracklet: Any, vectors: Any) -> tuple[int | None, float]:
+        """``provisional`` for a running tracklet of ``camera`` (the pipeline's spelling)."""
+        q = MatchQuery(camera, float(tracklet.first_seen), float(tracklet.last_seen), vectors)
+        return self.provisional(q)
+
+    def match(self, queries: Sequence[MatchQuery],
+              pending: Changes | None = None) -> list[Assignment]:
+        """Decide identities for a batch of finished tracklets (nothing is written).
+
+        ``pending``: the uncommitted changes of the transaction the result will be written
+        in (``uow.changes``), so earlier decisions of the same transaction count.
+        """
+        import torch
+        from scipy.optimize import linear_sum_assignment
+
+        queries = list(queries)
+        n = len(queries)
+        if n == 0:
+            return []
+        thr = float(self.cfg.threshold)
+        s, idents = self._scores(queries, *self._gallery(pending))
+        has_emb = [bool(_n(q.embeddings)) for q in queries]
+        cand = s >= thr
+        for b, k in zip(*np.nonzero(cand)):
+            if self._external_conflict(idents[k], queries[b], pending):
+                cand[b, k] = False
+        conflict = np.zeros((n, n), bool)
+        for i in range(n):
+            for j in range(i + 1, n):
+                conflict[i, j] = conflict[j, i] = _overlap(queries[i], queries[j])
+        comps = _components(conflict)
+        assigned = np.full(n, -1)
+        for comp in comps:
+            cols = sorted({int(k) for r in comp for k in np.flatnonzero(cand[r])})
+            if not cols:
+                continue
+            gain = np.where(cand[np.ix_(comp, cols)], s[np.ix_(comp, cols)], 0.0)
+            r_ind, c_ind = linear_sum_assignment(gain, maximize=True)
+            for r, c in zip(r_ind, c_ind):
+                if gain[r, c] > 0:
+                    assigned[comp[r]] = cols[c]
+        _improve(assigned, s, cand, conflict)
+        # tracklets without an existing identity: cluster into new identities
+        new_of = np.zeros(n, int)  # 0: not new; else placeholder number
+        prob_new: dict[int, float | None] = {}
+        leftovers = sorted((i for i in range(n) if assigned[i] < 0 and has_emb[i]),
+                           key=lambda i: (queries[i].start, i))
+        groups: list[list[int]] = []
+        for i in leftovers:
+            best_g, best_p = -1, thr
+            if groups:
+                gv = [self._to_device(queries[m].embeddings) for g in groups for m in g]
+                gi = [gno for gno, g in enumerate(groups) for m in g
+                      for _ in range(_n(queries[m].embeddings))]
+                gs, gids = self._scores([queries[i]], torch.cat(gv),
+                                        torch.tensor(gi, device=self.cache.device))
+                for col, gno in enumerate(gids):
+                    p = float(gs[0, col])
+                    better = p > best_p or (best_g < 0 and p >= best_p)
+                    if better and not any(conflict[i, m] for m in groups[gno]):
+                        best_g, best_p = gno, p
+            if best_g >= 0:
+                groups[best_g].append(i)
+                prob_new[i] = best_p
+            else:
+                groups.append([i])
+                prob_new[i] = None
+            new_of[i] = (best_g if best_g >= 0 else len(groups) - 1) + 1
+        out = []
+        for i, q in enumerate(queries):
+            best_existing = float(s[i].max()) if s.shape[1] else 0.0
+            key = q.key if q.key is not None else q.tracklet_id
+            if assigned[i] >= 0:
+                out.append(Assignment(key, q.tracklet_id, idents[assigned[i]],
+                                      float(s[i, assigned[i]]), False, best_existing))
+            elif new_of[i]:
+                out.append(Assignment(key, q.tracklet_id, -int(new_of[i]), prob_new[i], True,
+                                      best_existing))
+            else:
+                out.append(Assignment(key, q.tracklet_id, None, None, False, best_existing))
+        _check_no_conflict(queries, out)
+        return out
+
+    def commit(self, uow: UnitOfWork, queries: Sequence[MatchQuery]) -> list[Assignment]:
+        """Match a batch and write the outcome in ``uow``: new identities, assignments,
+        exemplars (at most ``match.exemplars`` diverse ones per identity).
+
+        Every query must carry its ``tracklet_id`` (record the tracklets first, in the same
+        unit of work). Returns the assignments with real identity ids.
+        """
+        for q in queries:
+            if q.tracklet_id is None:
+                raise ValueError("commit needs recorded tracklets (MatchQuery.tracklet_id)")
+        results = self.match(queries, pending=uow.changes)
+        created: dict[int, int] = {}
+        final = []
+        for q, a in zip(queries, results):
+            if a.identity_id is None:
+                final.append(a)
+                continue
+            iid = a.identity_id
+            if a.is_new:
+                if iid not in created:
+                    created[iid] = uow.create_identity()
+                iid = created[iid]
+            assert q.tracklet_id is not None
+            uow.assign(q.tracklet_id, iid, a.probability, provisional=False)
+            uow.add_exemplars(iid, q.embeddings, self.cache.model_version, q.tracklet_id,
+                              keep=self.cfg.exemplars)
+            final.append(replace(a, identity_id=iid))
+        log.debug("matched %d tracklets: %d to existing identities, %d new identities",
+                  len(queries), sum(1 for a in final if a.identity_id and not a.is_new),
+                  len(created))
+        return final
+
+    def assign(self, uow: UnitOfWork, tracklet_id: int, camera: str, start: float, end: float,
+               vectors: Any) -> tuple[int | None, float | None]:
+        """One tracklet at a time (``commit`` of a batch of one); prefer ``commit`` with the
+        whole batch, which decides globally. Earlier calls in the same ``uow`` are respected.
+        """
+        (a,) = self.commit(uow, [MatchQuery(camera, start, end, vectors, tracklet_id)])
+        return a.identity_id, a.probability
+
+
+def _n(x: Any) -> int:
+    """Number of embedding rows (0 for None/empty)."""
+    if x is None:
+        return 0
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return len(x)
+    return int(shape[0]) if len(shape) == 2 else (1 if len(shape) == 1 and shape[0] else 0)
+
+
+def _components(conflict: np.ndarray) -> list[list[int]]:
+    """Connected components of the conflict graph (union-find)."""
+    n = conflict.shape[0]
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, j in zip(*np.nonzero(np.triu(conflict, 1))):
+        parent[find(int(i))] = find(int(j))
+    comps: dict[int, list[int]] = {}
+    for i in range(n):
+        comps.setdefault(find(i), []).append(i)
+    return list(comps.values())
+
+
+def _improve(assigned: np.ndarray, s: np.ndarray, cand: np.ndarray,
+             conflict: np.ndarray) -> None:
+    """Let tracklets take better identities the one-to-one solution withheld, when no
+    conflicting tracklet holds them. Each move raises the total, so this terminates."""
+    n = len(assigned)
+    moved = True
+    while moved:
+        moved = False
+        for i in sorted(range(n), key=lambda r: -float(s[r].max()) if s.shape[1] else 0.0):
+            cur = s[i, assigned[i]] if assigned[i] >= 0 else 0.0
+            for k in np.argsort(-s[i], kind="stable"):
+                if s[i, k] <= cur:
+                    break
+                if not cand[i, k]:
+                    continue
+                if not any(assigned[j] == k and conflict[i, j] for j in range(n) if j != i):
+                    assigned[i] = k
+                    moved = True
+                    break
+
+
+def _check_no_conflict(queries: Sequence[MatchQuery], out: Sequence[Assignment]) -> None:
+    """The invariant, asserted on every result (a bug here would merge two people)."""
+    for i in range(len(queries)):
+        for j in range(i + 1, len(queries)):
+            a, b = out[i].identity_id, out[j].identity_id
+            if a is not None and a == b and _overlap(queries[i], queries[j]):
+                raise AssertionError(f"identity {a} assigned to two overlapping tracklets of "
+                                     f"camera {queries[i].camera}")

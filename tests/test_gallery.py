@@ -1,0 +1,222 @@
+"""Gallery repository on SQLite and PostgreSQL: schema, idempotency, resume, exemplars,
+summaries, erasure, and the exemplar cache staying in step with the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gallery_helpers import make_tracklet, open_gallery
+
+from reid_pipeline.errors import NotFoundError
+from reid_pipeline.gallery import Gallery
+from reid_pipeline.gallery.cache import ExemplarCache
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gallery]:
+    with open_gallery(request.param, tmp_path, exemplar_dtype="float32") as g:
+        yield g
+
+
+def test_migrated_schema_matches_the_models(gallery: Gallery) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from reid_pipeline.gallery.models import Base
+
+    with gallery.engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+
+
+def test_reprocessing_the_same_source_duplicates_nothing(gallery: Gallery) -> None:
+    t1 = make_tracklet("lobby", 1, range(20))
+    t2 = make_tracklet("lobby", 2, range(10, 30))
+    ids = []
+    for _ in range(2):  # the same run twice
+        sid, start = gallery.begin_source("lobby", "sha:abc", "rtsp://admin:pw@cam/1")
+        with gallery.batch() as uow:
+            ids.append((uow.record_tracklet(sid, t1), uow.record_tracklet(sid, t2)))
+            uow.finish_source(sid, 30)
+    assert ids[0] == ids[1]
+    counts = gallery.counts()
+    assert counts == {"cameras": 1, "sources": 1, "identities": 0, "tracklets": 2,
+                      "sightings": 40, "exemplars": 0, "crops": 8}
+    start = gallery.begin_source("lobby", "sha:abc")
+    assert start.done and start.resume_from_frame == 30
+    files = sorted(p for p in gallery.crops_dir.rglob("*.jpg"))  # type: ignore[union-attr]
+    assert len(files) == 8 and gallery.orphan_crop_files() == []
+    # the URI is stored redacted
+    from sqlalchemy import select
+
+    from reid_pipeline.gallery.models import Camera, Source
+
+    with gallery.read() as s:
+        assert s.scalar(select(Camera.uri)) == "rtsp://***@cam/1"
+        assert s.scalar(select(Source.uri)) == "rtsp://***@cam/1"
+
+
+def test_a_longer_version_of_a_tracklet_adds_only_new_frames(gallery: Gallery) -> None:
+    sid, _ = gallery.begin_source("door", "fp")
+    a = gallery.record_tracklet(sid, make_tracklet("door", 7, range(10)))
+    b = gallery.record_tracklet(sid, make_tracklet("door", 7, range(5, 25)))
+    assert a == b
+    assert gallery.counts()["sightings"] == 25
+    sighting_frames = [s.frame for s in gallery.sightings(camera="door")]
+    assert sighting_frames == list(range(25))
+    assert {c.frame for c in gallery.crops(tracklet_id=a)} == {0, 5, 10, 15, 20}
+
+
+def test_interrupted_source_resumes_and_leaves_no_half_tracklet(gallery: Gallery) -> None:
+    start = gallery.begin_source("lobby", "fp-1")
+    sid = start.source_id
+    assert start == gallery.begin_source("lobby", "fp-1")  # same row, still at 0
+    with gallery.batch() as uow:
+        uow.record_tracklet(sid, make_tracklet("lobby", 1, range(40)))
+        uow.set_progress(sid, 35)
+    before = gallery.counts()
+    # Ctrl-C in the middle of the next batch
+    with pytest.raises(KeyboardInterrupt), gallery.batch() as uow:
+        uow.record_tracklet(sid, make_tracklet("lobby", 2, range(30, 80)))
+        uow.set_progress(sid, 75)
+        raise KeyboardInterrupt
+    assert gallery.counts() == before
+    assert gallery.orphan_crop_files() == []  # the rolled-back batch's JPEGs are gone
+    start = gallery.begin_source("lobby", "fp-1")
+    assert (start.source_id, start.resume_from_frame, start.done) == (sid, 35, False)
+    assert start.next_track_id == 2
+    sid2, resume = start  # unpacks as the documented pair
+    assert (sid2, resume) == (sid, 35)
+    gallery.set_progress(sid, 20)  # never moves backwards
+    assert gallery.begin_source("lobby", "fp-1").resume_from_frame == 35
+
+
+def test_exemplars_stay_bounded_and_diverse(gallery: Gallery) -> None:
+    rng = np.random.default_rng(0)
+    iid = gallery.create_identity()
+    centers = rng.normal(0, 5, (4, 16)).astype(np.float32)  # four distinct views
+    for batch in range(6):  # many near-duplicates of the views arrive over time
+        view = centers[batch % 4]
+        vecs = view + rng.normal(0, 0.01, (10, 16)).astype(np.float32)
+        kept = gallery.add_exemplars(iid, vecs, "m1", keep=4)
+        assert len(kept) <= 4
+    ids, stored = gallery.exemplars("m1")
+    assert len(stored) == 4 and set(ids.tolist()) == {iid}
+    nearest_view = np.abs(stored[:, None, :] - centers[None]).sum(-1).argmin(1)
+    assert sorted(nearest_view.tolist()) == [0, 1, 2, 3]  # one of each view, no duplicates
+    # another model version is kept apart
+    gallery.add_exemplars(iid, rng.normal(size=(2, 8)), "m2", keep=4)
+    assert gallery.exemplars("m2")[1].shape == (2, 8)
+    assert len(gallery.exemplars("m1")[1]) == 4
+    with pytest.raises(NotFoundError, match="identity 999"):
+        gallery.add_exemplars(999, vecs, "m1")
+
+
+def test_identities_summary_and_sightings_export(gallery: Gallery) -> None:
+    s1, _ = gallery.begin_source("lobby", "a")
+    s2, _ = gallery.begin_source("street", "b")
+    with gallery.batch() as uow:
+        t1 = uow.record_tracklet(s1, make_tracklet("lobby", 1, range(10)))
+        t2 = uow.record_tracklet(s2, make_tracklet("street", 1, range(50, 60)))
+        t3 = uow.record_tracklet(s2, make_tracklet("street", 2, range(5)))
+        a = uow.create_identity(name="courier")
+        b = uow.create_identity()
+        uow.assign(t1, a, 0.9)
+        uow.assign(t2, a, 0.8)
+        uow.assign(t3, b, None)
+    rows = {r.id: r for r in gallery.identities()}
+    assert rows[a].cameras == ["lobby", "street"] and rows[a].name == "courier"
+    assert rows[a].first_seen == 0.0 and rows[a].last_seen == pytest.approx(59 / 25)
+    assert rows[a].sightings == 20 and rows[a].tracklets == 2
+    assert rows[b].cameras == ["street"] and rows[b].sightings == 5
+    exported = list(gallery.sightings())
+    assert len(exported) == 25
+    assert [(e.camera, e.frame) for e in exported] == sorted((e.camera, e.frame)
+                                                             for e in exported)
+    first = exported[0]
+    assert (first.camera, first.frame, first.track, first.identity) == ("lobby", 0, 1, a)
+    assert first.score == pytest.approx(0.9) and first.bbox == (10.0, 20.0, 40.0, 100.0)
+    # moving a tracklet to another identity updates both identities' first/last seen
+    gallery.assign(t2, b, 0.7)
+    rows = {r.id: r for r in gallery.identities()}
+    assert rows[a].cameras == ["lobby"] and rows[a].last_seen == pytest.approx(9 / 25)
+
+
+def test_delete_identity_erases_rows_and_files(gallery: Gallery) -> None:
+    sid, _ = gallery.begin_source("lobby", "a")
+    with gallery.batch() as uow:
+        keep_t = uow.record_tracklet(sid, make_tracklet("lobby", 1, range(10)))
+        gone_t = uow.record_tracklet(sid, make_tracklet("lobby", 2, range(10)))
+        keep, gone = uow.create_identity(), uow.create_identity()
+        uow.assign(keep_t, keep)
+        uow.assign(gone_t, gone)
+        uow.add_exemplars(keep, np.ones((2, 4)), "m")
+        uow.add_exemplars(gone, np.zeros((2, 4)), "m")
+    gone_files = [c.path for c in gallery.crops(identity_id=gone)]
+    assert gone_files and all(p is not None and p.exists() for p in gone_files)
+    assert gallery.delete_identity(gone) == len(gone_files)
+    assert not any(p is not None and p.exists() for p in gone_files)
+    assert [r.id for r in gallery.identities()] == [keep]
+    c = gallery.counts()
+    assert (c["tracklets"], c["sightings"], c["crops"], c["exemplars"]) == (1, 10, 2, 1)
+    assert gallery.orphan_crop_files() == []
+    with pytest.raises(NotFoundError):
+        gallery.delete_identity(gone)
+
+
+def test_exemplar_cache_follows_commits_only(gallery: Gallery) -> None:
+    rng = np.random.default_rng(1)
+    a = gallery.create_identity()
+    gallery.add_exemplars(a, rng.normal(size=(3, 8)), "m", keep=3)
+    cache = ExemplarCache(gallery, "m", device="cpu")
+    other = ExemplarCache(gallery, "other-model", device="cpu")
+
+    def db_view() -> dict[int, np.ndarray]:
+        ids, vecs = gallery.exemplars("m")
+        return {int(i): vecs[ids == i] for i in np.unique(ids)}
+
+    def same(x: dict[int, np.ndarray], y: dict[int, np.ndarray]) -> bool:
+        def canon(v: np.ndarray) -> np.ndarray:
+            return v[np.lexsort(v.T[::-1])]
+
+        return x.keys() == y.keys() and all(np.allclose(canon(x[k]), canon(y[k]), atol=1e-6)
+                                            for k in x)
+
+    assert same(cache.snapshot(), db_view())
+    with pytest.raises(RuntimeError), gallery.batch() as uow:
+        b = uow.create_identity()
+        uow.add_exemplars(b, rng.normal(size=(2, 8)), "m")
+        raise RuntimeError("rolled back")
+    assert same(cache.snapshot(), db_view()) and cache.num_identities == 1
+    for _ in range(30):  # many identities, replacements and removals: growth and compaction
+        with gallery.batch() as uow:
+            b = uow.create_identity()
+            uow.add_exemplars(b, rng.normal(size=(4, 8)), "m", keep=2)
+            uow.add_exemplars(a, rng.normal(size=(2, 8)), "m", keep=3)
+        if b % 3 == 0:
+            gallery.delete_identity(b)
+    assert same(cache.snapshot(), db_view())
+    assert same(ExemplarCache(gallery, "m").snapshot(), cache.snapshot())
+    valid = cache.identity_ids >= 0
+    assert int(valid.sum()) == len(cache) == sum(len(v) for v in db_view().values())
+    assert len(other) == 0  # other model versions are not mixed in
+
+
+def test_crop_folder_is_recorded_for_later_readers(tmp_path: Path) -> None:
+    from gallery_helpers import pg_schema
+
+    from reid_pipeline.config import GalleryConfig
+
+    with pg_schema() as url:
+        with Gallery.open(url, GalleryConfig(), tmp_path / "my-crops") as g:
+            sid, _ = g.begin_source("cam/with slash", "fp")
+            g.record_tracklet(sid, make_tracklet("cam/with slash", 1, range(5)))
+        with Gallery.open(url, GalleryConfig()) as g:  # a report opening it later
+            assert g.crops_dir == (tmp_path / "my-crops").resolve()
+            (crop,) = g.crops()
+            assert crop.path is not None and crop.path.is_file()
+            assert crop.relpath.startswith("cam_with_slash/")
