@@ -12,6 +12,7 @@ next to the field it guards.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -341,16 +342,26 @@ class SearchConfig:
                f"must be in [0, 1), got {self.min_probability}")
 
 
+_AGE_RE = re.compile(r"(?=.*[1-9])\d+(\.\d+)?[smhdw]?")
+
+
 @dataclass
 class ManageConfig:
     export_format: Literal["csv", "jsonl"] = "csv"
     export_out: str = ""  # file for `reid gallery export`; empty: standard output
+    export_identity: int = 0  # export one identity only (a subject access request); 0: all
     force: bool = False  # merge identities even if seen at the same time on one camera
     yes: bool = False  # delete/purge without asking for confirmation
+    older_than: str = ""  # purge age, e.g. 30d, 12h, 2w; empty: gallery.retention_days
 
     def validate(self, p: str) -> None:
         _check(not self.export_out.endswith(("/", "\\")), f"{p}.export_out",
                f"must be a file, not a folder: {self.export_out!r}")
+        _check(self.export_identity >= 0, f"{p}.export_identity",
+               f"is an identity id (>= 1) or 0 for all, got {self.export_identity}")
+        _check(not self.older_than or _AGE_RE.fullmatch(self.older_than.strip().lower())
+               is not None, f"{p}.older_than",
+               f"must be a positive age like 30d, 12h, 2w or 90m, got {self.older_than!r}")
 
 
 @dataclass
