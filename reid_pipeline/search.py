@@ -215,8 +215,8 @@ def search_photo(gallery: Any, photo: str | Path, model: Any, embedder: Any,
     chosen = [(i, p) for i, p in ranked if p >= min_probability][:top]
     where = camera_sightings(gallery, [i for i, _ in chosen])
     with gallery.read() as s:
-        names = dict(s.execute(select(Identity.id, Identity.name)
-                               .where(Identity.id.in_([i for i, _ in chosen]))).tuples().all())
+        names = {r[0]: r[1] for r in s.execute(
+            select(Identity.id, Identity.name).where(Identity.id.in_([i for i, _ in chosen])))}
     hits = []
     for rank, (iid, p) in enumerate(chosen, start=1):
         crops = [c for c in gallery.crops(identity_id=iid) if c.path is not None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -376,3 +377,82 @@ def test_the_orphan_check_itself_sees_orphans(gallery) -> None:  # type: ignore[
     found = orphans(engine, crops)
     assert any(p.startswith("file without row") for p in found)
     assert any("sightings.tracklet_id -> tracklets" in p for p in found)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def cli_db(tmp_path: Path) -> tuple[Path, Path, dict[str, int]]:
+    db = tmp_path / "run" / "reid.db"
+    with Gallery.open(str(db), GalleryConfig(exemplar_dtype="float32")) as g:
+        assert g.crops_dir is not None
+        ids = populate(g.engine, g.crops_dir)
+        return db, g.crops_dir, ids
+
+
+def test_cli_manage_commands(cli_db, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from reid_pipeline.cli import main
+
+    db, _crops, ids = cli_db
+    d = ["--db", str(db)]
+    assert main(["gallery", "rename", str(ids["c"]), "courier", *d]) == 0
+    assert main(["gallery", "export", "--format", "jsonl", "--identity", str(ids["c"]), *d]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert len(rows) == 4 and {r["name"] for r in rows} == {"courier"}
+    tids = sorted({r["tracklet"] for r in rows})
+
+    assert main(["gallery", "merge", str(ids["a"]), str(ids["b"]), *d]) == 0
+    assert f"merged identity {ids['b']} into {ids['a']}" in capsys.readouterr().out
+    assert main(["gallery", "split", str(ids["c"]), "--tracklets", str(tids[0]), *d]) == 2
+    assert "every tracklet" in capsys.readouterr().err
+
+    # destructive commands refuse to run unattended without --yes (stdin is not a terminal)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert main(["gallery", "delete", str(ids["c"]), *d]) == 2
+    err = capsys.readouterr().err
+    assert "pass --yes" in err and len(err.strip().splitlines()) == 1
+    with Gallery.open(str(db)) as g:
+        assert g.counts()["identities"] == 2
+    assert main(["gallery", "delete", str(ids["c"]), "--yes", *d]) == 0
+    out_file = db.parent / "all.csv"
+    assert main(["gallery", "export", "--out", str(out_file), *d]) == 0
+    assert len(out_file.read_text().splitlines()) == 1 + 20  # 5 tracklets x 4 sightings left
+    with Gallery.open(str(db)) as g:
+        assert g.counts()["identities"] == 1
+        assert g.orphan_crop_files() == []
+    assert main(["gallery", "purge", "--older-than", "1h", "--yes", *d]) == 0
+    assert "purged" in capsys.readouterr().out
+    with Gallery.open(str(db)) as g:  # everything is younger than an hour: nothing went
+        assert g.counts()["identities"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["delete", "999", "--yes"], "identity 999 does not exist"),
+    (["merge", "1", "999"], "identity 999 does not exist"),
+    (["rename", "999", "x"], "identity 999 does not exist"),
+    (["split", "1", "--tracklets", "4"], r"tracklet\(s\) \[4\] do not belong to identity 1"),
+    (["purge", "--yes"], "manage.older_than"),
+    (["purge", "--older-than", "soon"], "manage.older_than"),
+    (["export", "--identity", "999"], "identity 999 does not exist"),
+])
+def test_cli_bad_inputs(cli_db, capsys, args, message) -> None:  # type: ignore[no-untyped-def]
+    from reid_pipeline.cli import main
+
+    db, _, _ = cli_db
+    with Gallery.open(str(db)) as g:
+        before = g.counts()
+    assert main(["gallery", *args, "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+    with Gallery.open(str(db)) as g:
+        assert g.counts() == before
+
+
+def test_cli_missing_database(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from reid_pipeline.cli import main
+
+    assert main(["gallery", "delete", "1", "--yes", "--db", str(tmp_path / "nope.db")]) == 2
+    assert "nope.db' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope.db").exists()  # a typo never creates an empty gallery

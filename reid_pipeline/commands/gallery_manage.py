@@ -20,13 +20,9 @@ from reid_pipeline.errors import ConfigError, InputError
 
 def _db(p: argparse.ArgumentParser) -> None:
     from reid_pipeline.cli import add_common
+    from reid_pipeline.commands.gallery import add_db
 
-    p.add_argument("--db", dest="cfg__gallery__db",
-                   help="gallery database: file or SQLAlchemy URL (key: gallery.db; "
-                        "default <output.out>/reid.db)")
-    p.add_argument("--crops-dir", dest="cfg__gallery__crops_dir", metavar="DIR",
-                   help="the gallery's crop folder (key: gallery.crops_dir; default: recorded "
-                        "in the gallery)")
+    add_db(p)
     add_common(p)
 
 
