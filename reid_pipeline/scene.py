@@ -475,3 +475,60 @@ def read_ground_truth(path: str | Path) -> dict[str, dict[int, list[tuple[int, t
             out.setdefault(row["camera"], {}).setdefault(int(row["frame"]), []).append(
                 (int(row["person"]), box))
     return out
+
+
+def make_crops_dataset(root: str | Path, people: int = 120, per_camera: int = 8,
+                       seed: int = 1000, height: int = 128, width: int = 64) -> Path:
+    """A Market-1501-style dataset of generated pedestrians for training the demo weights.
+
+    Layout ``<root>/bounding_box_train|query|bounding_box_test/PPPP_cCs1_FFFFFF_00.jpg``:
+    two "cameras" per person (indoor and street styles, with the demo's different light and
+    random scale/jitter), so the model learns what survives a camera change. Seeds differ
+    from the demo scene's (``seed`` >= 1000), so the demo's people are not in training.
+    The last fifth of the identities form query/gallery for validation.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    apps = random_people(people, seed)
+    styles = demo_scene_spec().cameras
+    base = Path(root)
+    dirs = {k: base / k for k in ("bounding_box_train", "query", "bounding_box_test")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    bgs = {(s.name, k): make_background(s.background, 480, 272, seed + 17 * k + i)
+           for i, s in enumerate(styles) for k in range(3)}
+    n_train = people - max(2, people // 5)
+    for pid, app in enumerate(apps, start=1):
+        for ci, style in enumerate(styles):
+            for k in range(per_camera):
+                ph = style.person_height * app.height * float(rng.uniform(0.8, 1.15))
+                rgb, alpha = render_person(app, round(ph), float(rng.uniform(0, 2 * math.pi)),
+                                           int(rng.choice([-1, 1])))
+                bg = bgs[(style.name, int(rng.integers(3)))]
+                frame = bg.copy()
+                x0 = int(rng.integers(20, 480 - alpha.shape[1] - 20))
+                y0 = int(272 * style.floor_y) - alpha.shape[0]
+                box = _composite(frame, rgb, alpha, x0, max(0, y0))
+                if box is None:
+                    continue
+                light = CameraStyle(style.name, style.background, style.person_height,
+                                    gain=style.gain * float(rng.uniform(0.85, 1.15)),
+                                    cast=style.cast, gamma=style.gamma, noise=style.noise)
+                frame = apply_light(frame, light, rng)
+                x1, y1, x2, y2 = box
+                bw, bh = x2 - x1, y2 - y1
+                j = rng.uniform(-0.08, 0.08, 4)  # detector-like box jitter
+                cx1 = int(np.clip(x1 - 0.1 * bw + j[0] * bw, 0, 479))
+                cy1 = int(np.clip(y1 - 0.05 * bh + j[1] * bh, 0, 271))
+                cx2 = int(np.clip(x2 + 0.1 * bw + j[2] * bw, cx1 + 8, 480))
+                cy2 = int(np.clip(y2 + 0.05 * bh + j[3] * bh, cy1 + 16, 272))
+                crop = cv2.resize(frame[cy1:cy2, cx1:cx2], (width, height),
+                                  interpolation=cv2.INTER_AREA)
+                if pid <= n_train:
+                    split = "bounding_box_train"
+                else:
+                    split = "query" if k == 0 else "bounding_box_test"
+                name = f"{pid:04d}_c{ci + 1}s1_{k:06d}_00.jpg"
+                cv2.imwrite(str(dirs[split] / name), crop)
+    return base
