@@ -295,6 +295,8 @@ class StreamConfig:
     give_up_after: int = 0  # failed connection attempts in a row before 'failed'; 0: never
     batch_wait_s: float = 0.05  # max wait for more cameras' frames before a step runs
     duration_s: float = 0.0  # stop after this many seconds (0: until SIGINT/SIGTERM)
+    frames_per_step: int = 1  # per camera and step; live takes the newest (1: lowest lag)
+    provisional_every: int = 5  # live: score a growing tracklet every N processed frames
 
     def validate(self, p: str) -> None:
         _check(self.queue_size >= 1, f"{p}.queue_size", "must be >= 1")
@@ -309,6 +311,8 @@ class StreamConfig:
         _check(self.give_up_after >= 0, f"{p}.give_up_after", "must be >= 0 (0: retry for ever)")
         _check(0 <= self.batch_wait_s <= 5, f"{p}.batch_wait_s", "must be in [0, 5]")
         _check(self.duration_s >= 0, f"{p}.duration_s", "must be >= 0 (0: run until stopped)")
+        _check(self.frames_per_step >= 1, f"{p}.frames_per_step", "must be >= 1")
+        _check(self.provisional_every >= 1, f"{p}.provisional_every", "must be >= 1")
 
 
 @dataclass

@@ -13,7 +13,7 @@ Why it is shaped like this:
   recorded one give the same identities. This module only adds what is live-specific:
   frame gathering, events, the watch list, status lines, signals.
 * **Events** are emitted by the pipeline's event hook: ``provisional`` while a tracklet
-  grows (every ``tracker.provisional_every`` frames), ``confirmed`` once it ended and was
+  grows (every ``stream.provisional_every`` frames), ``confirmed`` once it ended and was
   committed to the gallery. Each says whether the identity is ``new`` or ``known``, carries
   ``alert: true`` when the identity is on the watch list, and records the capture time of
   the newest frame it is based on, so ``latency_s`` (event time - capture time) is the
@@ -179,9 +179,12 @@ class CameraStats:
     lags: Percentiles = field(default_factory=lambda: Percentiles(20_000))
     times: deque[float] = field(default_factory=lambda: deque(maxlen=256))
 
+    started: float = field(default_factory=time.time)
+
     def fps(self, now: float, window_s: float = 5.0) -> float:
-        recent = [t for t in self.times if t >= now - window_s]
-        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
+        """Frames processed per second over the last ``window_s`` (shorter at start)."""
+        span = min(window_s, max(now - self.started, 1e-3))
+        return sum(1 for t in self.times if t >= now - span) / span
 
 
 @dataclass
@@ -227,8 +230,10 @@ def status_line(source: Any, stats: CameraStats, now: float) -> str:
 
 
 def gather(sources: Sequence[Any], per_camera: int, wait_s: float,
-           ready: threading.Event, stop: threading.Event, idle_s: float = 0.2) -> list[Frame]:
-    """Frames for one step: up to ``per_camera`` (oldest first) from every camera that has one.
+           ready: threading.Event, stop: threading.Event, idle_s: float = 0.2,
+           newest: bool = False) -> list[Frame]:
+    """Frames for one step: up to ``per_camera`` from every camera that has one (the newest
+    ones when ``newest``, older waiting frames then count as dropped; else the oldest).
 
     Waits up to ``idle_s`` for the first frame, then at most ``wait_s`` more for cameras
     that have none yet, so one detector call covers as many cameras as possible while a
@@ -255,12 +260,157 @@ def gather(sources: Sequence[Any], per_camera: int, wait_s: float,
         ready.wait(min(left, 0.01))
     frames: list[Frame] = []
     for s in sources:
-        for _ in range(per_camera):
-            f = s.get_nowait()
-            if f is None:
-                break
-            frames.append(f)
+        frames.extend(s.take(per_camera, newest=newest))
     return frames
+
+
+# ------------------------------------------------------------------ the pipeline's step, live
+
+
+@dataclass(frozen=True)
+class MatchNote:
+    """What the step tells the loop about one tracklet decision (becomes a StreamEvent)."""
+
+    camera: str
+    track: int
+    identity: int | None
+    score: float | None
+    kind: str  # "provisional" | "confirmed"
+
+
+class LiveSteps:
+    """``Pipeline``'s stages driven one step at a time by frames that are already there.
+
+    ``Pipeline.run`` pulls frames from blocking iterators until they end, which a live
+    camera never does (and a dead one would stall everyone); here the loop pushes the
+    frames it gathered. Everything else is the pipeline's own code: its ``_CameraRun``
+    bookkeeping, detector, trackers, ``_due_provisional``, its matcher and ``_commit``
+    (matcher + gallery, one transaction). Embedding is the pipeline's embedder, one call per
+    step, with a cache of crop embeddings (see ``_embed``).
+
+    Live commits differ in one way, on purpose: every step that finished a tracklet
+    commits it at once (``_commit(final=True)``: commit point = next unprocessed frame)
+    instead of holding it back until older open tracks end. A recording is resumed by
+    replaying frames, so ``reid process`` keeps its resume invariant; a live stream is never
+    replayed, so waiting would only delay the ``confirmed`` event (possibly for as long as
+    someone stands in view). A crash loses only the open tracklets, never committed ones.
+
+    # TODO(H5): once Pipeline exposes start/step/finish (see the issue-5 report), replace
+    # this class by those methods; the loop (``LiveStream``) already calls exactly these.
+    """
+
+    def __init__(self, pipeline: Any) -> None:
+        import dataclasses
+
+        self.p = pipeline
+        cfg = pipeline.cfg
+        # live cadence of provisional matching: a person should be named while in view, and
+        # live frames arrive slower than a file decodes (tracker.provisional_every is for files)
+        pipeline.cfg = dataclasses.replace(cfg, tracker=dataclasses.replace(
+            cfg.tracker, provisional_every=cfg.stream.provisional_every))
+        self.on_event: Callable[[MatchNote], None] | None = None
+        self.gallery = pipeline.gallery
+        self._emb: dict[tuple[str, int, int], np.ndarray] = {}  # crop embeddings, see _embed
+        self.runs: list[Any] = []
+
+    def start_live(self, sources: Sequence[Any]) -> list[Any]:
+        """Register each camera and its live source in the gallery; one tracker each.
+
+        A live source keeps one gallery ``Source`` row per camera and URL across runs; its
+        frame numbers continue from the stored progress and its track ids from the
+        gallery's next free one, so nothing of an earlier run is overwritten.
+        """
+        from reid_pipeline.pipeline import CameraInput, CameraSummary, _CameraRun
+        from reid_pipeline.sources import DEFAULT_FPS
+        from reid_pipeline.track import CameraTracker
+
+        self.p._pending = []
+        runs = []
+        for src in sources:
+            self.gallery.ensure_camera(src.camera, src.uri)
+            start = self.gallery.begin_source(src.camera, src.fingerprint(), src.uri)
+            source_id, resume = int(start.source_id), int(start.resume_from_frame)
+            src.start_frame = resume  # the reader numbers its first frame with this
+            fps = float(src.fps or DEFAULT_FPS)
+            tracker = CameraTracker(src.camera, self.p.cfg.tracker, fps)
+            offset = int(getattr(start, "next_track_id", 1)) - 1
+            summary = CameraSummary(src.camera, src.uri, fps=fps, frame_count=None)
+            summary.source_id = source_id
+            runs.append(_CameraRun(CameraInput(src.uri, src.camera), src, tracker, source_id,
+                                   offset, summary))
+        self.runs = runs
+        return runs
+
+    def step(self, frames: Sequence[tuple[Any, Frame]]) -> None:
+        """Detect (one call for all cameras' frames), track, embed, match, commit."""
+        p = self.p
+        if frames:
+            dets = p.detector.detect([f.image for _, f in frames])
+            for (r, fr), d in zip(frames, dets):
+                r.tracker.update(fr, d)
+                r.next_frame = fr.index + 1
+                r.summary.frames += 1
+        finished = [(r, t) for r in self.runs for t in r.tracker.pop_finished()]
+        self._match(finished, p._due_provisional(self.runs))
+
+    def finish(self, runs: Sequence[Any] | None = None) -> None:
+        """Close every open tracklet, match and commit it (shutdown)."""
+        runs = list(runs if runs is not None else self.runs)
+        finished = [(r, t) for r in runs for t in r.tracker.flush()]
+        self._match(finished, [])
+
+    def _embed(self, jobs: list[tuple[Any, Any]]) -> list[np.ndarray]:
+        """Crop embeddings of each job's tracklet, in one embedder call for the whole step.
+
+        A growing tracklet is scored again every few frames with mostly the same crops, so
+        each crop is embedded once and remembered by (camera, track, frame) until its
+        tracklet is committed; on a CPU this is most of a step's time.
+        """
+        missing: list[tuple[tuple[str, int, int], np.ndarray]] = []
+        for r, t in jobs:
+            for f, c in zip(t.crop_frames, t.crops):
+                key = (r.camera, t.track_id, f)
+                if key not in self._emb:
+                    missing.append((key, c))
+        if missing:
+            vecs = self.p.embedder.embed_crops([c for _, c in missing]).float().cpu().numpy()
+            for (key, _), v in zip(missing, vecs):
+                self._emb[key] = v
+        dim = int(getattr(self.p.embedder, "dim", 1))
+        return [np.stack([self._emb[(r.camera, t.track_id, f)] for f in t.crop_frames])
+                if t.crops else np.zeros((0, dim), np.float32) for r, t in jobs]
+
+    def _match(self, finished: list[tuple[Any, Any]], provisional: list[tuple[Any, Any]]) -> None:
+        from reid_pipeline.pipeline import _Pending
+
+        p = self.p
+        keep = [(r, t) for r, t in finished if len(t.boxes) >= p.cfg.tracker.min_length]
+        vecs = self._embed(keep + provisional)
+        for (r, t), v in zip(keep, vecs):
+            p._pending.append(_Pending(r.camera, r.source_id, t, v))
+            r.summary.tracklets += 1
+        for (r, t), v in zip(provisional, vecs[len(keep):]):
+            if len(v):
+                ident, score = p.matcher.peek(r.camera, t, v)
+                self._note(MatchNote(r.camera, t.track_id + r.track_offset, ident, score,
+                                     "provisional"))
+        done = {(r.camera, t.track_id) for r, t in finished}
+        if done:
+            self._emb = {k: v for k, v in self._emb.items() if k[:2] not in done}
+        if not p._pending:
+            return
+        before = list(p._pending)
+        p._commit(self.runs, final=True)
+        left = {id(x) for x in p._pending}
+        offsets = {r.camera: r.track_offset for r in self.runs}
+        for pend in before:
+            if id(pend) not in left:
+                self._note(MatchNote(pend.camera, pend.tracklet.track_id + offsets[pend.camera],
+                                     pend.identity, pend.score, "confirmed"))
+
+    def _note(self, note: MatchNote) -> None:
+        if self.on_event is not None:
+            self.on_event(note)
 
 
 # ------------------------------------------------------------------ the loop
@@ -307,8 +457,8 @@ class StopFlag:
 class LiveStream:
     """Runs ``pipeline`` over live ``sources`` until stopped; see the module docstring.
 
-    ``pipeline`` must offer ``start_live``, ``step``, ``finish`` and an ``on_event`` hook
-    (``reid_pipeline.pipeline.Pipeline`` does); ``sources`` are ``RtspSource``-like readers.
+    ``pipeline`` is a ``reid_pipeline.pipeline.Pipeline`` (driven through ``LiveSteps``);
+    ``sources`` are ``RtspSource`` readers (not started yet).
     ``on_event`` / ``on_status`` let the command print (library code never prints).
     """
 
@@ -321,7 +471,9 @@ class LiveStream:
         self.events_path = Path(events_path)
         self.on_event = on_event
         self.on_status = on_status
+        self.steps = LiveSteps(pipeline)
         self.watch = WatchList(cfg.stream.watch, getattr(pipeline, "gallery", None))
+        self.known: set[int] = set()  # identities that existed before (new vs known)
         self.stats = {s.camera: CameraStats() for s in self.sources}
         self.latency = Percentiles()
         self.latency_provisional = Percentiles()
@@ -330,14 +482,17 @@ class LiveStream:
         self._log: EventLog | None = None
 
     # -- event hook, called by the pipeline (same thread) --------------------------------
-    def _emit(self, ev: Any) -> None:
+    def _emit(self, ev: MatchNote) -> None:
         now = time.time()
         identity = None if ev.identity is None else int(ev.identity)
+        new = identity is None or identity not in self.known
+        if identity is not None and ev.kind == "confirmed":
+            self.known.add(identity)
         # the newest frame of that camera a step has processed: the event is its consequence
         captured = getattr(ev, "captured", None) or self.stats[ev.camera].last_capture or now
         event = StreamEvent(timestamp=now, camera=ev.camera, identity=identity,
                             score=None if ev.score is None else float(ev.score),
-                            status="new" if ev.new else "known", kind=ev.kind,
+                            status="new" if new else "known", kind=ev.kind,
                             alert=identity in self.watch, track=int(ev.track),
                             captured=captured, latency_s=max(0.0, now - captured))
         self.latency.add(event.latency_s)
@@ -360,14 +515,16 @@ class LiveStream:
         cfg = self.cfg
         t0 = time.monotonic()
         self._log = EventLog(self.events_path)
-        self.pipeline.on_event = self._emit
+        self.known = _identity_ids(self.pipeline.gallery)
+        self.steps.on_event = self._emit
         for s in self.sources:
             s.notify = self.ready
-        runs = self.pipeline.start_live(self.sources)
+        runs = self.steps.start_live(self.sources)
         run_of = {r.camera: r for r in runs}
         for s in self.sources:
             s.start()
-        per_cam = max(1, cfg.detector.batch // max(1, len(self.sources)))
+        per_cam = cfg.stream.frames_per_step
+        newest = cfg.stream.mode == "live"
         next_status = time.monotonic() + cfg.stream.status_every_s
         try:
             while not stop:
@@ -375,7 +532,7 @@ class LiveStream:
                     stop.set("duration")
                     break
                 frames = gather(self.sources, per_cam, cfg.stream.batch_wait_s, self.ready,
-                                stop.event)
+                                stop.event, newest=newest)
                 if frames:
                     self._step(frames, run_of)
                 if cfg.stream.status_every_s and time.monotonic() >= next_status:
@@ -389,25 +546,24 @@ class LiveStream:
             for s in self.sources:  # stop decoding first: nothing new comes in
                 s.close(timeout=0.5)
             try:
-                self.pipeline.finish(runs)  # close open tracklets, match, commit
+                self.steps.finish(runs)  # close open tracklets, match, commit
             finally:
-                self.pipeline.on_event = None
+                self.steps.on_event = None
                 self._log.close()
         return self._summarise(time.monotonic() - t0, stop.reason or "stopped")
 
     def _step(self, frames: list[Frame], run_of: dict[str, Any]) -> None:
-        now = time.time()
         for f in frames:
             st = self.stats[f.camera]
-            st.lag = now - f.timestamp
-            st.lags.add(st.lag)
             st.last_capture = max(st.last_capture, f.timestamp)
-        self.pipeline.step([(run_of[f.camera], f) for f in frames])
+        self.steps.step([(run_of[f.camera], f) for f in frames])
         done = time.time()
-        for f in frames:
+        for f in frames:  # lag: capture -> fully processed (detected, tracked, matched)
             st = self.stats[f.camera]
             st.processed += 1
             st.times.append(done)
+            st.lag = done - f.timestamp
+            st.lags.add(st.lag)
         self.summary.steps += 1
         self.summary.frames += len(frames)
 
@@ -423,6 +579,16 @@ class LiveStream:
             d.update(processed=st.processed, lag=st.lags.summary())
             s.cameras.append(d)
         return s
+
+
+def _identity_ids(gallery: Any) -> set[int]:
+    """Ids of every identity in the gallery (one cheap query)."""
+    from sqlalchemy import select
+
+    from reid_pipeline.gallery.models import Identity
+
+    with gallery.read() as s:
+        return {int(i) for i in s.scalars(select(Identity.id))}
 
 
 __all__ = ["EventLog", "LiveStream", "Percentiles", "StopFlag", "StreamEvent", "StreamSummary",

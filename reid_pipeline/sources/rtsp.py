@@ -236,6 +236,7 @@ class RtspSource(VideoSource):
     def start(self) -> RtspSource:
         """Start the reader thread (idempotent); returns at once, connecting happens there."""
         if self._thread is None:
+            self._index = self.start_frame  # may have been set after __init__ (resume)
             _configure_ffmpeg(getattr(self.cfg, "transport", "tcp"),
                               float(getattr(self.cfg, "probe_s", 1.0)))
             self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.camera}",
@@ -257,6 +258,23 @@ class RtspSource(VideoSource):
 
     def get_nowait(self) -> Frame | None:
         return self.get(timeout=0)
+
+    def take(self, n: int, newest: bool = False) -> list[Frame]:
+        """Up to ``n`` waiting frames, oldest first, without waiting.
+
+        ``newest=True`` (live processing): when more than ``n`` wait, the older ones are
+        discarded and counted as dropped, so a consumer slower than the camera always works
+        on the most recent picture and its lag stays one step, not a queue's worth.
+        """
+        with self._cond:
+            if newest and self.mode == "live":
+                while len(self._queue) > n:
+                    self._queue.popleft()
+                    self._dropped += 1
+            out = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            if out:
+                self._cond.notify_all()
+            return out
 
     @property
     def queued(self) -> int:
