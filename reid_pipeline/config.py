@@ -369,6 +369,20 @@ class ManageConfig:
 
 
 @dataclass
+class BenchConfig:
+    size: Literal["small", "full"] = "small"  # small: seconds on a CPU (CI); full: the H100 table
+    stages: list[str] = field(default_factory=lambda: ["scoring", "embedder", "detector",
+                                                       "end_to_end"])
+    json: str = ""  # also write the results here (JSON)
+
+    def validate(self, p: str) -> None:
+        allowed = ("scoring", "embedder", "detector", "end_to_end")
+        bad = [s for s in self.stages if s not in allowed]
+        _check(not bad and bool(self.stages), f"{p}.stages",
+               f"unknown stage(s) {bad}; choose from {list(allowed)}")
+
+
+@dataclass
 class Config:
     device: DeviceName = "auto"
     log_level: str = "INFO"
@@ -384,6 +398,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     manage: ManageConfig = field(default_factory=ManageConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def validate(self) -> None:
         _check_device("device", self.device)
