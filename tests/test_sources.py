@@ -224,6 +224,13 @@ def test_folder_fingerprint_tracks_content(tmp_path):
     assert open_source(str(d), "c").fingerprint() != f1
 
 
+def test_empty_spec_and_negative_start_name_the_camera(tmp_path):
+    with pytest.raises(SourceError, match="camera 'gate': empty source"):
+        open_source("  ", "gate")
+    with pytest.raises(SourceError, match="start_frame must be >= 0"):
+        open_source(str(make_video(tmp_path / "v.avi", 3)), "gate", start_frame=-1)
+
+
 def test_missing_webcam_is_a_source_error():
     with pytest.raises(SourceError, match="webcam 97"):
         open_source("97", "c")

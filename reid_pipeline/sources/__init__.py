@@ -95,6 +95,9 @@ def open_source(spec: str, camera: str, stream_cfg: Any = None, *, start_frame: 
     from reid_pipeline.sources.files import ImageFolderSource, VideoFileSource, WebcamSource
 
     spec = str(spec)
+    if not spec.strip():
+        raise SourceError(f"camera {camera!r}: empty source (give a video file, a folder of "
+                          "frames, a webcam index or a stream URL)")
     if start_frame < 0:
         raise SourceError(f"source {redact_url(spec)!r}: start_frame must be >= 0, "
                           f"got {start_frame}")
