@@ -246,7 +246,7 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, truncation, unsafe globals...
+    except Exception as e:  # noqa: BLE001 - pickle/zip errors, truncation, unsafe globals...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read as a torch checkpoint "
                               f"(corrupt, truncated or not a checkpoint): {first[:200]}") from None
@@ -268,7 +268,8 @@ def _guess_arch(sd: dict[str, torch.Tensor]) -> str | None:
         try:
             with torch.device("meta"):
                 net, _ = build_backbone(name)
-        except Exception:
+        except (RuntimeError, TypeError, ValueError, NotImplementedError) as e:
+            log.debug("cannot build %s on the meta device: %s", name, e)
             continue
         have = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         if have == want:
