@@ -215,7 +215,7 @@ class TrainConfig:
     step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # epoch fractions
     step_gamma: float = 0.1
     log_every: int = 20  # steps between log lines / TensorBoard points
-    bias_lr_mult: float = 100.0  # lr multiplier of the pair bias b (it tracks the L1 scale)
+    bias_lr_mult: float = 10.0  # lr multiplier of the pair bias b (it tracks the L1 scale)
     time_limit_s: float = 0.0  # stop after the epoch that passes this (0: none)
 
     def validate(self, p: str) -> None:

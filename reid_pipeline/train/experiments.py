@@ -171,6 +171,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--bench-steps", type=int, default=60)
     ap.add_argument("--val-ids", type=int, default=30)
+    ap.add_argument("--deadline", type=float, default=0.0,
+                    help="seconds after start: stop runs still going and pack what exists")
     a = ap.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
     final = Path(a.out)
@@ -227,7 +229,13 @@ def main() -> int:
             summary["zoo"] = {"error": repr(e)[:300]}
         log.info("zoo: %s", summary["zoo"])
     for name, (p, logf) in procs.items():
-        rc = p.wait()
+        left = a.deadline - (time.time() - t_start) if a.deadline else None
+        try:
+            rc = p.wait(timeout=max(1.0, left) if left is not None else None)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            rc = p.wait()
+            summary.setdefault("stopped_at_deadline", []).append(name)
         logf.close()
         res = out / name / "result.json"
         summary[name] = json.loads(res.read_text()) if res.is_file() else {"rc": rc}
