@@ -220,3 +220,26 @@ def test_crop_folder_is_recorded_for_later_readers(tmp_path: Path) -> None:
             (crop,) = g.crops()
             assert crop.path is not None and crop.path.is_file()
             assert crop.relpath.startswith("cam_with_slash/")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_processes_opening_a_fresh_gallery_at_once(backend: str, tmp_path: Path) -> None:
+    """Both migrate-on-open calls succeed; the schema is created once."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
+
+    from gallery_helpers import pg_schema
+
+    from reid_pipeline.config import GalleryConfig
+
+    with ExitStack() as stack:
+        url = (str(tmp_path / "fresh.db") if backend == "sqlite"
+               else stack.enter_context(pg_schema()))
+
+        def open_and_write(i: int) -> int:
+            with Gallery.open(url, GalleryConfig(), tmp_path / "crops") as g:
+                return g.ensure_camera(f"cam{i}")
+
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(open_and_write, range(4)))
+        assert sorted(ids) == [1, 2, 3, 4]

@@ -186,6 +186,10 @@ def migrate(engine: Engine, shown: str, busy_timeout_s: float) -> None:
             return
         log.info("gallery %s: migrating schema %s -> %s", shown, current, head)
         with engine.execution_options(sqlite_immediate=True).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # two processes opening a fresh gallery at once: the second waits here and
+                # then finds the schema at head (SQLite gets the same from BEGIN IMMEDIATE)
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7368124)")
             acfg.attributes["connection"] = conn
             command.upgrade(acfg, "head")
     log.debug("gallery %s schema at head", shown)
