@@ -140,7 +140,8 @@ def _pack(work: Path, final: Path, summary: dict[str, Any]) -> None:
         r = summary.get(name, {})
         return float(r.get("val_last", {}).get("val_dissimilarity_mAP", -1.0)) if r else -1.0
 
-    cands = [n for n in ("main", "penalty") if (work / n / "model_fp16.pt").is_file()]
+    cands = [n for n in ("main", "penalty", "main_id")
+             if (work / n / "model_fp16.pt").is_file()]
     if cands:
         ship = max(cands, key=val_map)
         shutil.copy(work / ship / "model_fp16.pt", final / "ship_fp16.pt")
@@ -171,6 +172,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--bench-steps", type=int, default=60)
     ap.add_argument("--val-ids", type=int, default=30)
+    ap.add_argument("--runs", default="main,penalty,nohinge,frozen,zoo",
+                    help="which runs: main, penalty, nohinge, frozen, main_id, nohinge_id")
+    ap.add_argument("--epochs", type=int, default=0, help="fixed epochs (0: from the speed)")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="seconds after start: stop runs still going and pack what exists")
     a = ap.parse_args()
@@ -198,7 +202,8 @@ def main() -> int:
             torch.cuda.empty_cache()
     speed = summary.get("bench_ours", {}).get("img_per_s", 1000.0)
     per_epoch = 4900.0  # train images left after holding out 30 identities
-    epochs = int(max(a.min_epochs, min(120, a.budget * speed / a.share / per_epoch * 0.85)))
+    epochs = a.epochs or int(max(a.min_epochs,
+                                 min(120, a.budget * speed / a.share / per_epoch * 0.85)))
     summary["epochs"] = epochs
     log.info("training %d epochs per run (speed %.0f img/s alone)", epochs, speed)
     common = ["--data", a.data, "--epochs", str(epochs), "--eval-every", "5",
@@ -209,10 +214,16 @@ def main() -> int:
         "main": ["--backbone", a.arch, "--lr", str(a.lr)],
         "penalty": ["--backbone", a.arch, "--lr", str(a.lr), "--w-constraint", "penalty"],
         "nohinge": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-hinge", "0"],
+        # the same two with a linear adapter (no ReLU after its BN)
+        "main_id": ["--backbone", a.arch, "--lr", str(a.lr), "--set", "model.activation=identity"],
+        "nohinge_id": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-hinge", "0",
+                       "--set", "model.activation=identity"],
     }
     if a.zoo:
         runs["frozen"] = ["--backbone", "osnet_x0_25", "--init", a.zoo, "--freeze-backbone",
                           "--lr", "3.5e-4"]
+    wanted = a.runs.split(",")
+    runs = {k: v for k, v in runs.items() if k in wanted}
     env = dict(os.environ, REID_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
     procs = {}
     for name, extra in runs.items():
@@ -222,7 +233,7 @@ def main() -> int:
         summary.setdefault("commands", {})[name] = " ".join(cmd)
         logf = (out / f"{name}.log").open("w")
         procs[name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), logf)
-    if a.zoo:
+    if a.zoo and "zoo" in wanted:
         try:
             summary["zoo"] = eval_zoo(a.data, a.zoo, "osnet_x0_25", dev)
         except Exception as e:  # noqa: BLE001
