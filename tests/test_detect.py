@@ -101,12 +101,13 @@ def test_hog_tiny_frame_does_not_crash():
 def test_hog_score_and_nms_helpers():
     s = hog_score(np.array([-1.0, 0.0, 0.69315, 3.0], np.float32))
     assert s[0] == 0 and s[1] == 0 and s[2] == pytest.approx(0.5, abs=1e-4) and 0.9 < s[3] < 1
-    boxes = np.array([[0, 0, 10, 20], [1, 1, 11, 21], [50, 50, 60, 70], [-5, -5, 20, 30]],
-                     np.float32)
-    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    boxes = np.array([[0, 0, 10, 20], [1, 1, 11, 21], [50, 50, 60, 70], [-5, -5, 20, 30],
+                      [1, 10, 9, 20], [5, 0, 25, 20]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], np.float32)
     keep = nms(boxes, scores, 0.5)
-    # box 1 overlaps box 0 (IoU ~0.7); box 3 is a looser window holding box 0 entirely
-    assert sorted(keep.tolist()) == [0, 2]
+    # 1 overlaps 0 (IoU ~0.7); 3 is a looser window holding 0 entirely; 4 is a legs-only
+    # window inside 0; 5 overlaps 0 by half of its own area only: a neighbour, kept
+    assert sorted(keep.tolist()) == [0, 2, 5]
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).size == 0
 
 

@@ -14,7 +14,7 @@ It ships inside opencv-python, so it works with no download, on the CPU. Its win
 Scores: the SVM margin ``w`` (0 at the decision boundary, ~1-3 for clear persons) maps to
 ``1 - exp(-w)`` in (0, 1): monotone, 0.5 at w = 0.69. OpenCV's own grouping of overlapping
 windows runs first, then NMS at ``iou`` plus containment suppression (a looser window
-around an already found person), then the ``conf`` threshold.
+around, or a part window inside, an already found person), then the ``conf`` threshold.
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ log = logging.getLogger(__name__)
 WINDOW_PERSON_HEIGHT = 96  # px of person inside the 64x128 detection window
 MARGIN_Y = 1 / 8  # fraction of the window height above the head / below the feet
 MARGIN_X = 3 / 16  # persons are ~2.4x as tall as wide; the window is 2x
-CONTAIN_THRESH = 0.8  # a better box this much inside another marks the other as loose
+CONTAIN_THRESH = 0.8  # boxes sharing this much of the smaller one are one person
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float,
         contain: float = CONTAIN_THRESH) -> np.ndarray:
     """Indices kept by greedy NMS (best score first), then containment suppression: a box
-    is dropped when a better-scoring kept box lies ``contain`` or more inside it. HOG often
-    fires a second, looser window around a found person whose IoU is too low for NMS."""
+    is dropped when it and a better-scoring kept box overlap by ``contain`` or more of the
+    smaller one's area. HOG often fires a second window around a found person - looser,
+    or on the legs only - whose IoU is too low for NMS; left in, it becomes a second
+    track of the same person. (An occluded person standing inside a nearer one's box is
+    lost with it; HOG rarely finds those anyway.)"""
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
     xywh = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in boxes]
@@ -56,7 +59,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float,
             a = boxes[j]
             iw = min(a[2], b[2]) - max(a[0], b[0])
             ih = min(a[3], b[3]) - max(a[1], b[1])
-            if iw > 0 and ih > 0 and iw * ih >= contain * (a[2] - a[0]) * (a[3] - a[1]):
+            small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+            if iw > 0 and ih > 0 and iw * ih >= contain * small:
                 inside = True
                 break
         if not inside:
