@@ -126,6 +126,39 @@ class IdentityMatcher:
             ids = torch.cat([ids, ei])
         return vecs, ids
 
+    def _query_rows(self, queries: Sequence[MatchQuery]
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The rows scored for each query (its crops, or its mean embedding) and the query
+        index of each row; (None, None) when no query has embeddings."""
+        import torch
+
+        mean_mode = self.cfg.tracklet_score == "mean_embedding"
+        rows = []
+        for b, q in enumerate(queries):
+            if _n(q.embeddings):
+                e = self._to_device(q.embeddings)
+                rows.append((b, e.float().mean(0, keepdim=True).to(e.dtype) if mean_mode else e))
+        if not rows:
+            return None, None
+        dev = self.cache.device
+        return (torch.cat([e for _, e in rows]),
+                torch.cat([torch.full((len(e),), b, dtype=torch.long, device=dev)
+                           for b, e in rows]))
+
+    def _best_per_owner(self, q: torch.Tensor, g: torch.Tensor, owner: torch.Tensor,
+                        k: int) -> torch.Tensor:
+        """(Nq, k): for each query row, its best probability among the rows of ``g`` owned by
+        each of the ``k`` owners (``owner``: 0..k-1 per row of g). Chunked by max_pairs."""
+        import torch
+
+        step = max(1, int(self.cfg.max_pairs // max(1, g.shape[0])))
+        out = torch.zeros(q.shape[0], k, dtype=torch.float32, device=g.device)
+        for i in range(0, q.shape[0], step):
+            p = self.score_fn(q[i:i + step], g).float()
+            out[i:i + step].scatter_reduce_(1, owner.expand(p.shape[0], -1), p, reduce="amax",
+                                            include_self=False)
+        return out
+
     def _scores(self, queries: Sequence[MatchQuery], g_vecs: torch.Tensor,
                 g_ids: torch.Tensor) -> tuple[np.ndarray, list[int]]:
         """(B, K) tracklet-to-identity probabilities and the K identity ids."""
@@ -136,29 +169,54 @@ class IdentityMatcher:
             return np.zeros((len(queries), 0), np.float32), []
         g = g_vecs[valid]
         uniq, inv = torch.unique(g_ids[valid], return_inverse=True)
-        k = int(uniq.numel())
-        embs = [self._to_device(q.embeddings) if _n(q.embeddings) else None for q in queries]
-        out = torch.zeros(len(queries), k, dtype=torch.float32, device=g.device)
-        mean_mode = self.cfg.tracklet_score == "mean_embedding"
-        rows = [(b, (e.float().mean(0, keepdim=True).to(e.dtype) if mean_mode else e))
-                for b, e in enumerate(embs) if e is not None]
-        if not rows:
-            return out.cpu().numpy(), [int(i) for i in uniq.tolist()]
-        q_all = torch.cat([e for _, e in rows])
-        seg = torch.cat([torch.full((len(e),), b, dtype=torch.long, device=g.device)
-                         for b, e in rows])
-        step = max(1, int(self.cfg.max_pairs // max(1, g.shape[0])))
-        per_crop = torch.empty(q_all.shape[0], k, dtype=torch.float32, device=g.device)
-        for i in range(0, q_all.shape[0], step):
-            p = self.score_fn(q_all[i:i + step], g).float()
-            best = torch.zeros(p.shape[0], k, dtype=torch.float32, device=g.device)
-            best.scatter_reduce_(1, inv.expand(p.shape[0], -1), p, reduce="amax",
-                                 include_self=False)
-            per_crop[i:i + step] = best
-        out.index_add_(0, seg, per_crop)
-        counts = torch.bincount(seg, minlength=len(queries)).clamp(min=1).float()
-        out /= counts[:, None]
-        return out.cpu().numpy(), [int(i) for i in uniq.tolist()]
+        idents = [int(i) for i in uniq.tolist()]
+        out = torch.zeros(len(queries), len(idents), dtype=torch.float32, device=g.device)
+        q_all, seg = self._query_rows(queries)
+        if q_all is None or seg is None:
+            return out.cpu().numpy(), idents
+        out.index_add_(0, seg, self._best_per_owner(q_all, g, inv, len(idents)))
+        out /= torch.bincount(seg, minlength=len(queries)).clamp(min=1).float()[:, None]
+        return out.cpu().numpy(), idents
+
+    def _cluster_new(self, queries: Sequence[MatchQuery], left: list[int],
+                     conflict: np.ndarray) -> tuple[list[list[int]], dict[int, float | None]]:
+        """Group tracklets that matched no identity into new identities, in time order, with
+        the same probability, threshold and one-place rule as against the gallery.
+
+        One scoring call: every leftover's rows against every leftover's crops; a group's
+        probability for tracklet i is the mean over i's rows of the best crop of any member.
+        """
+        import torch
+
+        thr = float(self.cfg.threshold)
+        groups: list[list[int]] = []
+        prob: dict[int, float | None] = {}
+        if not left:
+            return groups, prob
+        sub = [queries[i] for i in left]
+        q_rows, q_owner = self._query_rows(sub)
+        g_rows = torch.cat([self._to_device(q.embeddings) for q in sub])
+        g_owner = torch.cat([torch.full((_n(q.embeddings),), j, dtype=torch.long,
+                                        device=self.cache.device) for j, q in enumerate(sub)])
+        assert q_rows is not None and q_owner is not None
+        best = self._best_per_owner(q_rows, g_rows, g_owner, len(sub)).cpu().numpy()
+        owner = q_owner.cpu().numpy()
+        for j, i in enumerate(left):
+            mine = best[owner == j]
+            best_g, best_p = -1, thr
+            for gno, members in enumerate(groups):
+                if any(conflict[i, left[m]] for m in members):
+                    continue
+                p = float(mine[:, members].max(axis=1).mean())
+                if p > best_p or (best_g < 0 and p >= best_p):
+                    best_g, best_p = gno, p
+            if best_g >= 0:
+                groups[best_g].append(j)
+                prob[i] = best_p
+            else:
+                groups.append([j])
+                prob[i] = None
+        return [[left[m] for m in g] for g in groups], prob
 
     def _external_conflict(self, identity_id: int, q: MatchQuery,
                            pending: Changes | None) -> bool:
@@ -212,7 +270,6 @@ class IdentityMatcher:
         ``pending``: the uncommitted changes of the transaction the result will be written
         in (``uow.changes``), so earlier decisions of the same transaction count.
         """
-        import torch
         from scipy.optimize import linear_sum_assignment
 
         queries = list(queries)
@@ -243,31 +300,12 @@ class IdentityMatcher:
                     assigned[comp[r]] = cols[c]
         _improve(assigned, s, cand, conflict)
         # tracklets without an existing identity: cluster into new identities
-        new_of = np.zeros(n, int)  # 0: not new; else placeholder number
-        prob_new: dict[int, float | None] = {}
         leftovers = sorted((i for i in range(n) if assigned[i] < 0 and has_emb[i]),
                            key=lambda i: (queries[i].start, i))
-        groups: list[list[int]] = []
-        for i in leftovers:
-            best_g, best_p = -1, thr
-            if groups:
-                gv = [self._to_device(queries[m].embeddings) for g in groups for m in g]
-                gi = [gno for gno, g in enumerate(groups) for m in g
-                      for _ in range(_n(queries[m].embeddings))]
-                gs, gids = self._scores([queries[i]], torch.cat(gv),
-                                        torch.tensor(gi, device=self.cache.device))
-                for col, gno in enumerate(gids):
-                    p = float(gs[0, col])
-                    better = p > best_p or (best_g < 0 and p >= best_p)
-                    if better and not any(conflict[i, m] for m in groups[gno]):
-                        best_g, best_p = gno, p
-            if best_g >= 0:
-                groups[best_g].append(i)
-                prob_new[i] = best_p
-            else:
-                groups.append([i])
-                prob_new[i] = None
-            new_of[i] = (best_g if best_g >= 0 else len(groups) - 1) + 1
+        groups, prob_new = self._cluster_new(queries, leftovers, conflict)
+        new_of = np.zeros(n, int)  # 0: not new; else placeholder number
+        for gno, members in enumerate(groups, start=1):
+            new_of[members] = gno
         out = []
         for i, q in enumerate(queries):
             best_existing = float(s[i].max()) if s.shape[1] else 0.0
