@@ -183,3 +183,15 @@ def test_cli_with_torchreid_zoo_state_dict(tmp_path: Path, capsys: pytest.Captur
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"euclidean", "dissimilarity"}
+
+
+def test_pick_queries_only_counted_ones() -> None:
+    from reid_pipeline.evaluate.plots import pick_queries
+
+    q = [ImageRecord("a", 1, 0), ImageRecord("b", 2, 0), ImageRecord("c", 3, 1),
+         ImageRecord("d", 1, 2)]
+    g = [ImageRecord("x", 1, 0), ImageRecord("y", 2, 1), ImageRecord("z", 3, 1)]
+    # q0: pid 1 only in its own camera -> not counted; q3: pid 1 seen by cam 0 -> counted
+    assert pick_queries(q, g, 10) == [1, 3]
+    assert pick_queries(q, g, 1) == [1]
+    assert pick_queries(q, g, 0) == []

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     plot_cmc(res.results, out / "cmc.png", title=f"CMC - {ds.name} ({Path(spec).name})")
     pictures = []
     if e.ranked_queries > 0:
-        picks = pick_queries(len(res.query), e.ranked_queries)
+        picks = pick_queries(res.query, res.gallery, e.ranked_queries)
         for name, dm in res.distmats.items():
             p = out / f"ranked_{name.replace('+', '_')}.png"
             plot_ranked_lists(dm, res.query, res.gallery, p, picks, topk=e.topk)

@@ -64,11 +64,16 @@ def _tile(path: str, h: int, w: int, color: tuple[int, int, int] | None, border:
     return tile
 
 
-def pick_queries(result_cmc_rows: int, n: int) -> list[int]:
-    """``n`` query indices spread evenly over the query set (deterministic)."""
-    if result_cmc_rows <= 0 or n <= 0:
+def pick_queries(query: list[ImageRecord], gallery: list[ImageRecord], n: int) -> list[int]:
+    """``n`` query indices spread evenly over the queries that have a valid match (the ones
+    the metrics count), deterministic so two runs show the same people."""
+    cams: dict[int, set[int]] = {}
+    for r in gallery:
+        cams.setdefault(r.pid, set()).add(r.camid)
+    ok = [i for i, q in enumerate(query) if cams.get(q.pid, set()) - {q.camid}]
+    if not ok or n <= 0:
         return []
-    return sorted({int(i) for i in np.linspace(0, result_cmc_rows - 1, min(n, result_cmc_rows))})
+    return sorted({ok[int(i)] for i in np.linspace(0, len(ok) - 1, min(n, len(ok)))})
 
 
 def plot_ranked_lists(distmat: np.ndarray, query: list[ImageRecord], gallery: list[ImageRecord],
