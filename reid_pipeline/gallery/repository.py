@@ -213,8 +213,7 @@ class UnitOfWork:
             rows.append({"tracklet_id": row.id, "frame": f, "timestamp": float(b.timestamp),
                          "x1": x1, "y1": y1, "x2": x2, "y2": y2,
                          "confidence": float(b.confidence)})
-        if rows:
-            self.s.execute(insert(SightingRow), rows)
+        _insert_many(self.s, SightingRow, rows)
         if save_crops and getattr(tracklet, "crops", None):
             self._save_crops(row, src.camera_id, tracklet, have_crops)
         if identity_id is not None:
@@ -254,7 +253,7 @@ class UnitOfWork:
             rows.append({"tracklet_id": row.id, "frame": f, "path": rel.as_posix(),
                          "created_at": utcnow()})
         if rows:
-            self.s.execute(insert(Crop), rows)
+            _insert_many(self.s, Crop, rows)
             self.g.remember_crops_dir(self.s)
 
     # ------------------------------------------------------------------ identities
@@ -383,8 +382,7 @@ class UnitOfWork:
                 "model_version": model_version, "dim": int(new.shape[1]), "dtype": dtype,
                 "vector": ex.encode(allv[i], dtype), "created_at": utcnow()}
                for i in chosen if i >= len(rows)]
-        if add:
-            self.s.execute(insert(Exemplar), add)
+        _insert_many(self.s, Exemplar, add)
         # what the database now holds (after the storage dtype round trip)
         final = np.stack([ex.decode(ex.encode(allv[i], dtype), new.shape[1], dtype)
                           if i >= len(rows) else allv[i] for i in chosen])
@@ -700,6 +698,29 @@ class Gallery:
             known = set(s.scalars(select(Crop.path)))
         return sorted(p for p in self.crops_dir.rglob("*.jpg")
                       if p.relative_to(self.crops_dir).as_posix() not in known)
+
+
+def _insert_many(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows in the fewest round trips the backend allows.
+
+    PostgreSQL: ``COPY ... FROM STDIN`` on the session's own connection (same transaction);
+    psycopg's executemany sends one statement per row, about 10x slower for sightings.
+    SQLite: the driver's executemany, a C loop over one prepared statement.
+    """
+    if not rows:
+        return
+    table = model.__table__
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        cols = list(rows[0])
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        names = ", ".join(f'"{c}"' for c in cols)
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as cp:
+            for r in rows:
+                cp.write_row([r[c] for c in cols])
+        return
+    session.execute(insert(table), rows)
 
 
 def _prune_empty(folder: Path, root: Path | None) -> None:
