@@ -198,6 +198,8 @@ class StreamSummary:
     alerts: int = 0
     latency: dict[str, Any] = field(default_factory=dict)  # provisional+confirmed, seconds
     latency_provisional: dict[str, Any] = field(default_factory=dict)
+    latency_confirmed: dict[str, Any] = field(default_factory=dict)
+    lag: dict[str, Any] = field(default_factory=dict)  # capture -> processed, all frames
     cameras: list[dict[str, Any]] = field(default_factory=list)  # status + processed + lag
     stopped_by: str = ""
 
@@ -209,11 +211,17 @@ class StreamSummary:
             lines.append(f"  {c['camera']}: {c['state']}, {c['processed']} frames processed, "
                          f"{c['dropped']} dropped, {c['reconnects']} reconnects"
                          + (f", last error: {c['last_error']}" if c["last_error"] else ""))
-        p = self.latency
-        if p.get("n"):
-            lines.append(f"event latency: p50 {p['p50'] * 1000:.0f} ms, "
-                         f"p99 {p['p99'] * 1000:.0f} ms over {p['n']} events")
+        for name, p in (("event latency", self.latency),
+                        ("  provisional", self.latency_provisional),
+                        ("  confirmed", self.latency_confirmed),
+                        ("frame lag (capture -> processed)", self.lag)):
+            if p.get("n"):
+                lines.append(f"{name}: p50 {p['p50'] * 1000:.0f} ms, "
+                             f"p99 {p['p99'] * 1000:.0f} ms (n={p['n']})")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def status_line(source: Any, stats: CameraStats, now: float) -> str:
@@ -477,8 +485,11 @@ class LiveStream:
         self.stats = {s.camera: CameraStats() for s in self.sources}
         self.latency = Percentiles()
         self.latency_provisional = Percentiles()
+        self.latency_confirmed = Percentiles()
+        self.lag = Percentiles()
         self.summary = StreamSummary()
         self.ready = threading.Event()
+        self.stopping = False  # set while shutdown closes the open tracklets
         self._log: EventLog | None = None
 
     # -- event hook, called by the pipeline (same thread) --------------------------------
@@ -498,6 +509,8 @@ class LiveStream:
         self.latency.add(event.latency_s)
         if event.kind == "provisional":
             self.latency_provisional.add(event.latency_s)
+        elif not self.stopping:  # tracklets closed by shutdown are not a latency
+            self.latency_confirmed.add(event.latency_s)
         self.summary.events += 1
         self.summary.alerts += int(event.alert)
         if self._log is not None:
@@ -545,6 +558,7 @@ class LiveStream:
         finally:
             for s in self.sources:  # stop decoding first: nothing new comes in
                 s.close(timeout=0.5)
+            self.stopping = True
             try:
                 self.steps.finish(runs)  # close open tracklets, match, commit
             finally:
@@ -564,6 +578,7 @@ class LiveStream:
             st.times.append(done)
             st.lag = done - f.timestamp
             st.lags.add(st.lag)
+            self.lag.add(st.lag)
         self.summary.steps += 1
         self.summary.frames += len(frames)
 
@@ -572,6 +587,8 @@ class LiveStream:
         s.seconds, s.stopped_by = seconds, reason
         s.latency = self.latency.summary()
         s.latency_provisional = self.latency_provisional.summary()
+        s.latency_confirmed = self.latency_confirmed.summary()
+        s.lag = self.lag.summary()
         s.cameras = []
         for src in self.sources:
             d = src.status().to_dict()

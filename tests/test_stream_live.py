@@ -167,7 +167,7 @@ def cameras(scene: dict[str, str]) -> Iterator[tuple[RtspTestServer, RtspTestSer
         street.stop()
 
 
-def test_stream_survives_restarts_and_dead_camera_then_stops_cleanly_on_sigterm(
+def test_stream_restarts_dead_camera_sigterm_then_sigkill_keeps_commits(
         cameras: tuple[RtspTestServer, RtspTestServer], config: Path, tmp_path: Path) -> None:
     lobby, street = cameras
     dead = f"rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/nothing"
@@ -231,48 +231,31 @@ def test_stream_survives_restarts_and_dead_camera_then_stops_cleanly_on_sigterm(
     assert {e["identity"] for e in evs if e["kind"] == "confirmed"} <= idents
     assert_no_secret(stdout, stderr, folder=out)
 
-
-def test_killed_stream_keeps_what_it_committed_and_resumes(
-        cameras: tuple[RtspTestServer, RtspTestServer], config: Path, tmp_path: Path) -> None:
-    lobby, _ = cameras
-    out = tmp_path / "run"
-    out.mkdir()
+    # the same command again on the same gallery, killed outright (SIGKILL) this time:
+    # whatever it confirmed was committed and survives; numbering went on from the first run
+    n_before = len(evs)
     proc = reid_stream([lobby.url, "--camera", "lobby"], config, out)
-    events = out / "events.jsonl"
     try:
-        assert wait_for_file_text(events, '"confirmed"', 150, proc), "no confirmed event"
-        time.sleep(1.0)
+        deadline = time.monotonic() + 150
+        while proc.poll() is None and time.monotonic() < deadline and not any(
+                e["kind"] == "confirmed" for e in events_of(events)[n_before:]):
+            time.sleep(0.3)
         proc.kill()  # no chance to clean up
         proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    confirmed = [e for e in events_of(events) if e["kind"] == "confirmed"]
-    first = check_gallery(out / "reid.db")
+    confirmed = [e for e in events_of(events)[n_before:] if e["kind"] == "confirmed"]
+    assert confirmed, "the second run confirmed nothing before it was killed"
+    second = check_gallery(out / "reid.db")
+    assert second["tracklets"] > stats["tracklets"]
+    assert second["frames_lobby"] > stats["frames_lobby"]  # frame numbers went on
     con = sqlite3.connect(str(out / "reid.db"))
     stored = {(r[0], r[1]) for r in con.execute(
         "SELECT c.name, t.track_id FROM tracklets t JOIN cameras c ON c.id = t.camera_id")}
     con.close()
     for e in confirmed:  # a confirmed event means committed: it survived the kill
         assert (e["camera"], e["track"]) in stored
-    # the same command again, on the same gallery: continues numbering, stops on SIGINT
-    proc = reid_stream([lobby.url, "--camera", "lobby"], config, out)
-    try:
-        assert wait_for_file_text(out / "events.jsonl", '"provisional"', 150, proc)
-        n_before = len(events_of(events))
-        deadline = time.monotonic() + 60
-        while len(events_of(events)) <= n_before + 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr[-3000:]
-    second = check_gallery(out / "reid.db")
-    assert second["tracklets"] >= first["tracklets"]
-    assert second["frames_lobby"] > first["frames_lobby"]  # frame numbers went on
 
 
 def _rss_kb(pid: int) -> int:
@@ -284,8 +267,8 @@ def _rss_kb(pid: int) -> int:
 
 def test_soak_four_streams_flat_memory(scene: dict[str, str], config: Path,
                                        tmp_path: Path) -> None:
-    """A bounded soak (REID_SOAK_S seconds, default 60): 4 cameras, memory must stay flat."""
-    soak_s = float(os.environ.get("REID_SOAK_S", "60"))
+    """A bounded soak (REID_SOAK_S seconds, default 40): 4 cameras, memory must stay flat."""
+    soak_s = float(os.environ.get("REID_SOAK_S", "40"))
     servers = [RtspTestServer(scene["lobby" if i % 2 == 0 else "street"], path=f"/c{i}",
                               width=480, height=272).start() for i in range(4)]
     out = tmp_path / "soak"

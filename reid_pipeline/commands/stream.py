@@ -130,8 +130,19 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         restore()
         pipeline.gallery.close()
     print(summary.describe(), flush=True)
+    _write_summary(out / "stream_summary.json", summary)
     print(f"events: {events}\ngallery: {redact_url(db)}", flush=True)
     return 0
+
+
+def _write_summary(path: Any, summary: Any) -> None:
+    """The run's figures as JSON (benchmarks read it); a failure here loses nothing else."""
+    import json
+
+    try:
+        path.write_text(json.dumps(summary.to_dict(), indent=1, default=str))
+    except OSError as e:
+        log.warning("could not write %s: %s", path, e.strerror or e)
 
 
 def _quiet_opencv() -> None:
