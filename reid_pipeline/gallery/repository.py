@@ -608,7 +608,7 @@ class Gallery:
         if since is not None:
             q = q.where(Tracklet.last_ts >= since)
         with self.read() as s:
-            return [Interval(r[0], r[1], r[2], r[3], r[4]) for r in s.execute(q)]
+            return [Interval(r[0], r[1] or 0, r[2], r[3], r[4]) for r in s.execute(q)]
 
     def identities(self) -> list[IdentitySummary]:
         """Every identity with the cameras it was seen in, first/last seen and counts."""
@@ -629,7 +629,8 @@ class Gallery:
         ntr: dict[int, int] = defaultdict(int)
         lo: dict[int, float] = {}
         hi: dict[int, float] = {}
-        for iid, cam, n, a, b in per:
+        for iid_, cam, n, a, b in per:
+            iid = iid_ or 0  # never None: filtered in the query
             cams[iid].append(cam)
             ntr[iid] += n
             lo[iid] = a if iid not in lo else min(lo[iid], a)
@@ -713,8 +714,7 @@ def _insert_many(session: Session, model: Any, rows: list[dict[str, Any]]) -> No
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         cols = list(rows[0])
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
+        raw: Any = conn.connection.dbapi_connection  # a psycopg 3 connection
         names = ", ".join(f'"{c}"' for c in cols)
         with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as cp:
             for r in rows:
