@@ -217,6 +217,13 @@ class TrainConfig:
     log_every: int = 20  # steps between log lines / TensorBoard points
     bias_lr_mult: float = 10.0  # lr multiplier of the pair bias b (it tracks the L1 scale)
     time_limit_s: float = 0.0  # stop after the epoch that passes this (0: none)
+    # Recall@k surrogate (Patel et al. 2022), alone or added to the seed losses
+    lambda_rsk: float = 0.0
+    rsk_similarity: Literal["cosine", "dissimilarity"] = "cosine"
+    rsk_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    rsk_tau2: float = 0.01  # rank sigmoid temperature (tau1 = k)
+    simix: int = 0  # SiMix virtual samples per batch (0: off)
+    chunk: int = 0  # two-pass large batches: images per graph chunk (0: one pass)
 
     def validate(self, p: str) -> None:
         _check(self.epochs >= 1, f"{p}.epochs", "must be >= 1")
@@ -225,6 +232,14 @@ class TrainConfig:
         _check(self.lr > 0, f"{p}.lr", "must be > 0")
         _check(self.w_max_norm > 0, f"{p}.w_max_norm", "must be > 0")
         _check(0 <= self.label_smoothing < 1, f"{p}.label_smoothing", "must be in [0, 1)")
+        _check(self.lambda_rsk >= 0, f"{p}.lambda_rsk", "must be >= 0")
+        _check(self.rsk_tau2 > 0, f"{p}.rsk_tau2", "must be > 0")
+        _check(bool(self.rsk_ks) and all(k >= 1 for k in self.rsk_ks), f"{p}.rsk_ks",
+               f"must be a non-empty list of k >= 1, got {self.rsk_ks}")
+        _check(self.simix >= 0, f"{p}.simix", "must be >= 0")
+        _check(self.chunk >= 0, f"{p}.chunk", "must be >= 0 (0: one pass)")
+        _check(self.lambda_ce + self.lambda_triplet + self.lambda_hinge + self.lambda_rsk > 0,
+               f"{p}.lambda_rsk", "all loss weights are zero: nothing to train")
         for name in ("lambda_ce", "lambda_triplet", "lambda_hinge"):
             _check(getattr(self, name) >= 0, f"{p}.{name}", "must be >= 0")
         _check(self.eval_every >= 0, f"{p}.eval_every", "must be >= 0")

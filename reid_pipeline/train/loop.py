@@ -38,6 +38,7 @@ from reid_pipeline.train.losses import (
     pair_hinge,
     w_norm_penalty,
 )
+from reid_pipeline.train.recall import rsk_batch_loss, two_pass_backward
 from reid_pipeline.train.sampler import PKSampler
 from reid_pipeline.train.validate import MODES, evaluate_embeddings, pair_labels
 from reid_pipeline.types import ImageRecord
@@ -221,39 +222,69 @@ class Trainer:
         x = augment_batch(x_u8, t.pad, t.flip_prob, t.erase_prob)
         if self.cuda and t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            e, logits = model(x)
-        e = e.float()
+
+        def embed(xb: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                return model.features(xb)
+
         if init_bias:  # start b between the similar and dissimilar L1 distances of a batch
             with torch.no_grad():
-                s = batch_pair_scores(e, model.w, torch.zeros(()))
+                s = batch_pair_scores(embed(x).float(), model.w, torch.zeros(()))
                 same = y[:, None] == y[None, :]
                 off = ~torch.eye(len(y), dtype=torch.bool, device=y.device)
                 model.b.fill_(-0.5 * float(s[same & off].mean() + s[~same].mean()))
         terms: dict[str, torch.Tensor] = {}
-        loss = e.sum() * 0.0
-        if t.lambda_ce > 0:
-            terms["ce"] = identity_ce(logits, y, t.label_smoothing)
-            loss = loss + t.lambda_ce * terms["ce"]
-        if t.lambda_triplet > 0:
-            terms["triplet"] = batch_hard_triplet(e, y, t.margin_triplet)
-            loss = loss + t.lambda_triplet * terms["triplet"]
-        hinge, acc = pair_hinge(e, y, model.w, model.b, t.margin_hinge, t.hinge_balance)
-        terms["hinge"] = hinge
-        if t.lambda_hinge > 0:
-            loss = loss + t.lambda_hinge * hinge
-        if t.w_constraint == "penalty":
-            terms["w_penalty"] = w_norm_penalty(model.w, t.w_max_norm)
-            loss = loss + t.w_penalty * terms["w_penalty"]
+        acc_box: list[torch.Tensor] = []
+
+        def loss_fn(e: torch.Tensor) -> torch.Tensor:
+            """Every term is a function of the batch embeddings, so a batch too big for one
+            graph can be trained in two passes (train.chunk) with the same gradient."""
+            e = e.float()
+            loss = e.sum() * 0.0
+            if t.lambda_ce > 0:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    logits = model.head(e)
+                terms["ce"] = identity_ce(logits, y, t.label_smoothing)
+                loss = loss + t.lambda_ce * terms["ce"]
+            if t.lambda_triplet > 0:
+                terms["triplet"] = batch_hard_triplet(e, y, t.margin_triplet)
+                loss = loss + t.lambda_triplet * terms["triplet"]
+            hinge, acc = pair_hinge(e, y, model.w, model.b, t.margin_hinge, t.hinge_balance)
+            terms["hinge"] = hinge
+            acc_box.append(acc)
+            if t.lambda_hinge > 0:
+                loss = loss + t.lambda_hinge * hinge
+            if t.lambda_rsk > 0:
+                terms["rsk"] = rsk_batch_loss(e, y, t.rsk_similarity, model.w, model.b,
+                                              ks=t.rsk_ks, tau2=t.rsk_tau2, n_mix=t.simix)
+                loss = loss + t.lambda_rsk * terms["rsk"]
+            if t.w_constraint == "penalty":
+                terms["w_penalty"] = w_norm_penalty(model.w, t.w_max_norm)
+                loss = loss + t.w_penalty * terms["w_penalty"]
+            return loss
+
         opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        if t.chunk > 0 and t.chunk < len(x):
+            scale = scaler.scale if scaler is not None else (lambda v: v)
+            loss, _ = two_pass_backward(embed, x, lambda e: scale(loss_fn(e)), t.chunk)
+            if scaler is not None:
+                loss = loss / scaler.get_scale()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
         else:
-            loss.backward()
-            opt.step()
+            loss = loss_fn(embed(x))
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+        acc = acc_box[-1]
         sched.step()
         self.constrain(model)
         out = {k: float(v.detach()) for k, v in terms.items()}
@@ -435,7 +466,7 @@ class Trainer:
         return SummaryWriter(str(self.out / "tb"))
 
     def _log_row(self, path: Path, row: dict[str, Any], writer: Any, epoch: int) -> None:
-        keys = ["epoch", "lr", "loss", "ce", "triplet", "hinge", "w_penalty", "pair_acc",
+        keys = ["epoch", "lr", "loss", "ce", "triplet", "hinge", "rsk", "w_penalty", "pair_acc",
                 "w_norm", "b", "img_per_s", "epoch_s"] + [
                     f"val_{m}_{k}" for m in MODES for k in ("rank1", "mAP")] + ["val_pair_acc",
                                                                                "best"]
