@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from reid_pipeline.config import Config
-from reid_pipeline.errors import ConfigError
+from reid_pipeline.errors import ConfigError, SourceError
 from reid_pipeline.types import Frame, Tracklet
 from reid_pipeline.utils import redact_url
 
@@ -161,7 +161,9 @@ class Pipeline:
         # the input size the model was built (trained) for, not the config's default
         embedder = Embedder(model, device, batch=cfg.model.batch, half=cfg.model.half)
         db_url = db or cfg.gallery.db or str(out / "reid.db")
-        crops_dir = cfg.gallery.crops_dir or None
+        crops_dir: Path | str | None = cfg.gallery.crops_dir or None
+        if crops_dir is None and "://" in db_url and not db_url.startswith("sqlite"):
+            crops_dir = out / "crops"  # a server database: crops go beside the run's outputs
         gallery = Gallery.open(db_url, cfg.gallery, crops_dir)
         cache = ExemplarCache(gallery, model.model_version, device=device)
         matcher = IdentityMatcher(model.pair_probability, cache, cfg.match)
@@ -223,9 +225,11 @@ class Pipeline:
         self._pending: list[_Pending] = []
         try:
             self._loop(runs, stop)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SourceError) as e:
+            # Ctrl-C, or a video that breaks off mid-way (truncated): keep what was done
             summary.interrupted = True
-            log.warning("interrupted: committing the in-flight batch")
+            log.warning("%s: committing the in-flight batch",
+                        "interrupted" if isinstance(e, KeyboardInterrupt) else "input failed")
             self._finish(runs, interrupted=True)
             summary.seconds = time.perf_counter() - t0
             raise
