@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_pipeline.evaluate.distances import distance, rows_function
+from reid_pipeline.evaluate.distances import distance, pairs_function, rows_function
 from reid_pipeline.evaluate.rerank import re_ranking, re_ranking_rows
 
 with warnings.catch_warnings():
@@ -58,6 +58,26 @@ def test_rows_callback_from_embeddings_matches_dense() -> None:
         dense = re_ranking(*_blocks(full, nq))
         rows = re_ranking_rows(rows_function(mode, None, feats), nq, len(feats), chunk=16)
         np.testing.assert_allclose(rows, dense, atol=1e-6)
+        pairs = re_ranking_rows(rows_function(mode, None, feats), nq, len(feats), chunk=16,
+                                pairs_fn=pairs_function(mode, None, feats))
+        np.testing.assert_allclose(pairs, dense, atol=1e-6)
+
+
+def test_dissimilarity_pairs_equal_rows() -> None:
+    class WB:
+        w = torch.rand(6)
+        b = torch.tensor(1.5)
+
+        def pair_scores(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            return self.b - ((q[:, None] - g[None]).abs() * self.w).sum(-1)
+
+    feats = torch.randn(40, 6)
+    rows = np.array([0, 3, 39, 7])
+    cols = np.array([5, 3, 0, 38])
+    full = distance("dissimilarity", WB(), feats, feats).numpy()
+    got = pairs_function("dissimilarity", WB(), feats)(rows, cols)
+    np.testing.assert_allclose(got, full[rows, cols], rtol=1e-5, atol=1e-5)
+    assert pairs_function("dissimilarity", object(), feats) is None
 
 
 def test_bad_arguments() -> None:

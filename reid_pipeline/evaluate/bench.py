@@ -84,13 +84,14 @@ def _child(task: str, scale: float, q: Any) -> None:
         if task == "rerank":
             import torch
 
-            from reid_pipeline.evaluate.distances import rows_function
+            from reid_pipeline.evaluate.distances import pairs_function, rows_function
             from reid_pipeline.evaluate.rerank import re_ranking_rows
 
             base = _maxrss_mb()
             t = time.perf_counter()
-            rr = re_ranking_rows(rows_function("euclidean", None, torch.from_numpy(feats)), nq,
-                                 len(feats))
+            ft = torch.from_numpy(feats)
+            rr = re_ranking_rows(rows_function("euclidean", None, ft), nq, len(feats),
+                                 pairs_fn=pairs_function("euclidean", None, ft))
         else:
             d = _sqdist(feats, feats)
             qg, qq, gg = d[:nq, nq:], d[:nq, :nq], d[nq:, nq:]

@@ -73,3 +73,34 @@ def rows_function(mode: str, model: Any, feats: torch.Tensor) -> Any:
         return d.clamp_(min=0).cpu().numpy()
 
     return rows
+
+
+def pairs_function(mode: str, model: Any, feats: torch.Tensor) -> Any:
+    """``pairs(rows, cols)`` -> numpy distances of single (row, col) pairs of ``feats``, or
+    None when the mode can't be computed pair-wise (a model without ``w``): re-ranking then
+    recomputes whole rows instead."""
+    check_modes([mode])
+    f = feats.float()
+    if mode == "dissimilarity":
+        w = getattr(model, "w", None)
+        if not isinstance(w, torch.Tensor) or w.shape != (f.shape[1],):
+            return None
+        w = w.detach().float().to(f.device)
+
+    def pairs(rows: np.ndarray, cols: np.ndarray, step: int = 1 << 16) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(rows), step):
+                a = f[torch.as_tensor(rows[s:s + step], device=f.device)]
+                b = f[torch.as_tensor(cols[s:s + step], device=f.device)]
+                if mode == "euclidean":
+                    d = ((a * a).sum(1) + (b * b).sum(1) - 2.0 * (a * b).sum(1)).clamp_(min=0)
+                elif mode == "cosine":
+                    d = 1.0 - (torch.nn.functional.normalize(a, dim=1)
+                               * torch.nn.functional.normalize(b, dim=1)).sum(1)
+                else:
+                    d = ((a - b).abs() * w).sum(1)
+                out.append(d.clamp_(min=0).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    return pairs

@@ -29,6 +29,7 @@ from reid_pipeline.utils import progress
 log = logging.getLogger(__name__)
 
 RowsFn = Callable[[int, int], np.ndarray]  # (start, stop) -> distances rows [start:stop, :N]
+PairsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, cols) -> those entries
 
 
 def _dense_rows(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> RowsFn:
@@ -48,12 +49,37 @@ def _dense_rows(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> RowsFn:
     return rows
 
 
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    """torchreid's ``d**2 / max`` (per image), in float32 as it computes it."""
-    sq = np.power(rows, 2).astype(np.float32)
-    mx = sq.max(axis=1, keepdims=True)
+def _dense_pairs(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> PairsFn:
+    """Entries [i, j] of the same transposed concatenation (= M[j, i])."""
+    nq = q_g.shape[0]
+
+    def pairs(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = np.empty(len(i), dtype=np.result_type(q_g, q_q, g_g))
+        qi, qj = i < nq, j < nq
+        m = qi & qj
+        out[m] = q_q[j[m], i[m]]
+        m = qi & ~qj
+        out[m] = q_g[i[m], j[m] - nq]
+        m = ~qi & qj
+        out[m] = q_g[j[m], i[m] - nq]
+        m = ~qi & ~qj
+        out[m] = g_g[j[m] - nq, i[m] - nq]
+        return out
+
+    return pairs
+
+
+def _row_max(sq: np.ndarray) -> np.ndarray:
+    mx = sq.max(axis=1)
     mx[mx == 0] = 1.0  # all-zero row: leave zeros (torchreid would produce NaN)
-    return sq / mx
+    return mx
+
+
+def _normalised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """torchreid's ``d**2 / max`` (per image), in float32 as it computes it; and the max."""
+    sq = np.power(rows, 2).astype(np.float32)
+    mx = _row_max(sq)
+    return sq / mx[:, None], mx
 
 
 def _top_k(r: np.ndarray, k: int) -> np.ndarray:
@@ -86,13 +112,16 @@ def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:
 
 
 def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 20, k2: int = 6,
-                    lambda_value: float = 0.3, chunk: int = 1024) -> np.ndarray:
+                    lambda_value: float = 0.3, chunk: int = 1024,
+                    pairs_fn: PairsFn | None = None) -> np.ndarray:
     """Re-ranked query x gallery distances from a function giving distance rows.
 
     ``rows_fn(start, stop)`` returns the distances from items ``start..stop`` (queries
     first, then gallery; ``num_total`` items in all) to every item, as in torchreid's
-    concatenated matrix. Peak memory is a few ``chunk x num_total`` blocks plus the
-    ``num_query x num_gallery`` output.
+    concatenated matrix. ``pairs_fn(rows, cols)``, when given, returns single entries of
+    that matrix: the second pass then needs only the ~50 weights per row instead of
+    recomputing every row (half the distance work). Peak memory is a few
+    ``chunk x num_total`` blocks plus the ``num_query x num_gallery`` output.
     """
     if not 0 < num_query < num_total:
         raise ValueError(f"re-ranking needs queries and a gallery, got {num_query} queries "
@@ -109,11 +138,12 @@ def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 2
 
     # pass 1: nearest neighbours of every image, and the query-gallery original distances
     ranks = np.empty((n, kmax), dtype=np.int64)
+    row_max = np.empty(n, dtype=np.float32)
     final = np.empty((nq, n - nq), dtype=np.float32)
     steps = range(0, n, chunk)
     for s in progress(steps, desc="re-rank: neighbours", total=len(steps)):
         e = min(s + chunk, n)
-        r = _normalised(_checked(rows_fn(s, e), s, e, n))
+        r, row_max[s:e] = _normalised(_checked(rows_fn(s, e), s, e, n))
         ranks[s:e] = _top_k(r, kmax)
         if s < nq:
             final[s:min(e, nq)] = r[: min(e, nq) - s, nq:]
@@ -144,8 +174,12 @@ def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 2
         cols_a = np.concatenate([fwd[rec], cand[accept[..., None] & (cand >= 0)]])
         code = np.unique(rows_a.astype(np.int64) * n + cols_a)
         rr, cc = code // n, code % n
-        r = _normalised(_checked(rows_fn(s, e), s, e, n))
-        w = np.exp(-r[rr, cc])
+        if pairs_fn is not None:
+            raw = np.asarray(pairs_fn(rr + s, cc))
+            vals = np.power(raw, 2).astype(np.float32) / row_max[rr + s]
+        else:
+            vals = _normalised(_checked(rows_fn(s, e), s, e, n))[0][rr, cc]
+        w = np.exp(-vals)
         w /= np.bincount(rr, weights=w, minlength=e - s).astype(np.float32)[rr]
         v_rows.append(rr + s)
         v_cols.append(cc)
@@ -199,4 +233,5 @@ def re_ranking(q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray,
     if q_q.shape != (nq, nq) or g_g.shape != (ng, ng):
         raise ValueError(f"re_ranking: q_q {q_q.shape} and g_g {g_g.shape} do not fit q_g "
                          f"{q_g.shape}")
-    return re_ranking_rows(_dense_rows(q_g, q_q, g_g), nq, nq + ng, k1, k2, lambda_value, chunk)
+    return re_ranking_rows(_dense_rows(q_g, q_q, g_g), nq, nq + ng, k1, k2, lambda_value, chunk,
+                           pairs_fn=_dense_pairs(q_g, q_q, g_g))

@@ -17,7 +17,12 @@ import torch
 
 from reid_pipeline.data import read_images
 from reid_pipeline.errors import InputError
-from reid_pipeline.evaluate.distances import check_modes, distance, rows_function
+from reid_pipeline.evaluate.distances import (
+    check_modes,
+    distance,
+    pairs_function,
+    rows_function,
+)
 from reid_pipeline.evaluate.rank import RankResult, evaluate_rank_full
 from reid_pipeline.types import ImageRecord
 from reid_pipeline.utils import progress
@@ -110,7 +115,8 @@ def evaluate_features(model: Any, qf: torch.Tensor, gf: torch.Tensor,
             t = time.perf_counter()
             feats = torch.cat([qf, gf])
             rr = re_ranking_rows(rows_function(mode, model, feats), len(qf), len(feats),
-                                 k1, k2, lambda_value)
+                                 k1, k2, lambda_value,
+                                 pairs_fn=pairs_function(mode, model, feats))
             key = f"{mode}+rerank"
             out.results[key] = evaluate_rank_full(rr, qp, gp, qc, gc, max_rank)
             out.seconds[key] = time.perf_counter() - t
