@@ -506,11 +506,11 @@ class LiveStream:
                             status="new" if new else "known", kind=ev.kind,
                             alert=identity in self.watch, track=int(ev.track),
                             captured=captured, latency_s=max(0.0, now - captured))
-        self.latency.add(event.latency_s)
-        if event.kind == "provisional":
-            self.latency_provisional.add(event.latency_s)
-        elif not self.stopping:  # tracklets closed by shutdown are not a latency
-            self.latency_confirmed.add(event.latency_s)
+        if not self.stopping:  # tracklets closed by shutdown say nothing about latency
+            self.latency.add(event.latency_s)
+            kind = self.latency_provisional if event.kind == "provisional" else (
+                self.latency_confirmed)
+            kind.add(event.latency_s)
         self.summary.events += 1
         self.summary.alerts += int(event.alert)
         if self._log is not None:
