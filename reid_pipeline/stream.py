@@ -528,18 +528,20 @@ class LiveStream:
         cfg = self.cfg
         t0 = time.monotonic()
         self._log = EventLog(self.events_path)
-        self.known = _identity_ids(self.pipeline.gallery)
-        self.steps.on_event = self._emit
-        for s in self.sources:
-            s.notify = self.ready
-        runs = self.steps.start_live(self.sources)
-        run_of = {r.camera: r for r in runs}
-        for s in self.sources:
-            s.start()
-        per_cam = cfg.stream.frames_per_step
-        newest = cfg.stream.mode == "live"
-        next_status = time.monotonic() + cfg.stream.status_every_s
+        runs: list[Any] = []
+        clean = True  # False: a second signal (KeyboardInterrupt) or an error; skip the flush
         try:
+            self.known = _identity_ids(self.pipeline.gallery)
+            self.steps.on_event = self._emit
+            for s in self.sources:
+                s.notify = self.ready
+            runs = self.steps.start_live(self.sources)
+            run_of = {r.camera: r for r in runs}
+            for s in self.sources:
+                s.start()
+            per_cam = cfg.stream.frames_per_step
+            newest = cfg.stream.mode == "live"
+            next_status = time.monotonic() + cfg.stream.status_every_s
             while not stop:
                 if cfg.stream.duration_s and time.monotonic() - t0 >= cfg.stream.duration_s:
                     stop.set("duration")
@@ -555,12 +557,16 @@ class LiveStream:
                         log.debug("status %s", line)
                     if self.on_status is not None:
                         self.on_status(lines)
+        except BaseException:
+            clean = False
+            raise
         finally:
             for s in self.sources:  # stop decoding first: nothing new comes in
                 s.close(timeout=0.5)
             self.stopping = True
             try:
-                self.steps.finish(runs)  # close open tracklets, match, commit
+                if clean and runs:
+                    self.steps.finish(runs)  # close open tracklets, match, commit
             finally:
                 self.steps.on_event = None
                 self._log.close()
