@@ -39,9 +39,10 @@ def ids_of(rows, box) -> set[int]:
     return {r.track_id for r in rows if np.allclose(r.bbox, box)}
 
 
-@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
-def test_two_crossing_people_keep_their_ids(kind):
-    cfg = TrackerConfig(kind=kind)
+@pytest.mark.parametrize("kind,gmc", [("bytetrack", "none"), ("botsort", "none"),
+                                      ("botsort", "sparseOptFlow")])
+def test_two_crossing_people_keep_their_ids(kind, gmc):
+    cfg = TrackerConfig(kind=kind, gmc=gmc)
     t = CameraTracker("cam", cfg, 10.0)
     a_ids, b_ids = set(), set()
     for i in range(60):
