@@ -98,10 +98,13 @@ def _child(task: str, scale: float, q: Any) -> None:
             base = _maxrss_mb()
             t = time.perf_counter()
             if task == "rerank_dense":
-                from reid_pipeline.evaluate.rerank import re_ranking
+                from reid_pipeline.evaluate.rerank import re_ranking as ours_rr
+
+                rr = ours_rr(qg, qq, gg)
             else:
-                from torchreid.reid.utils.rerank import re_ranking
-            rr = re_ranking(qg, qq, gg)
+                from torchreid.reid.utils.rerank import re_ranking as torchreid_rr
+
+                rr = torchreid_rr(qg, qq, gg)
         out["seconds"] = time.perf_counter() - t
         from reid_pipeline.evaluate.rank import evaluate_rank_full
 

@@ -81,11 +81,12 @@ def pairs_function(mode: str, model: Any, feats: torch.Tensor) -> Any:
     recomputes whole rows instead."""
     check_modes([mode])
     f = feats.float()
+    w = torch.ones(f.shape[1], device=f.device)
     if mode == "dissimilarity":
-        w = getattr(model, "w", None)
-        if not isinstance(w, torch.Tensor) or w.shape != (f.shape[1],):
+        mw = getattr(model, "w", None)
+        if not isinstance(mw, torch.Tensor) or mw.shape != (f.shape[1],):
             return None
-        w = w.detach().float().to(f.device)
+        w = mw.detach().float().to(f.device)
 
     def pairs(rows: np.ndarray, cols: np.ndarray, step: int = 1 << 16) -> np.ndarray:
         out = []

@@ -233,8 +233,8 @@ def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_
     if num_valid == 0:
         raise ValueError("no query has a valid match in the gallery (all query identities are "
                          "missing from the gallery, or only seen by the query's camera)")
-    ap = np.bincount(vq, weights=kth[valid] / (vpos + 1.0), minlength=nq)[has_match]
-    ap /= n_rel[has_match]
+    ap_sum = np.bincount(vq, weights=kth[valid] / (vpos + 1.0), minlength=nq)[has_match]
+    ap = ap_sum / n_rel[has_match]
     last = np.full(nq, -1.0)
     np.maximum.at(last, vq, vpos)
     first = np.full(nq, np.inf)
