@@ -462,6 +462,10 @@ def run_bench(cfg: Config, size: str = "small", stages: tuple[str, ...] = STAGES
         except ImportError as e:
             res.skipped[st] = f"missing package: {e.name or e}"
             log.warning("bench %s skipped: %s", st, res.skipped[st])
+        except Exception as e:  # one broken stage must not hide the others
+            res.skipped[st] = f"error: {type(e).__name__}: {e}"
+            res.checks[f"{st}_ok"] = False
+            log.exception("bench %s failed", st)
         res.info[f"{st}_seconds"] = round(time.perf_counter() - t0, 2)
     return res
 
