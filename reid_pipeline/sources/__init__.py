@@ -21,12 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING, Any
 
 from reid_pipeline.types import Frame
 from reid_pipeline.utils import redact_url
+
+if TYPE_CHECKING:  # typing.Self is 3.11+; only type checkers need it
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
