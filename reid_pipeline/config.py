@@ -133,12 +133,16 @@ class MatchConfig:
     # tracklet's mean embedding ("mean_embedding", cheaper, blurs pose changes)
     tracklet_score: Literal["crop_best_mean", "mean_embedding"] = "crop_best_mean"
     max_pairs: int = 64_000_000  # crop x exemplar scores per score_fn call (memory bound)
+    # large galleries: rank identities by the tracklet's mean embedding first, score crops
+    # only against the best this many (0: always score every identity crop by crop)
+    prefilter: int = 256
 
     def validate(self, p: str) -> None:
         _check(0.0 < self.threshold < 1.0, f"{p}.threshold",
                f"is a probability, must be in (0, 1), got {self.threshold}")
         _check(self.exemplars >= 1, f"{p}.exemplars", "must be >= 1")
         _check(self.max_pairs >= 1, f"{p}.max_pairs", f"must be >= 1, got {self.max_pairs}")
+        _check(self.prefilter >= 0, f"{p}.prefilter", f"must be >= 0, got {self.prefilter}")
 
 
 @dataclass

@@ -229,3 +229,22 @@ def test_single_assign_calls_in_one_transaction_respect_each_other(gallery: Gall
     a, b, c = (r[0] for r in results)
     assert a is not None and b is not None and a != b  # simultaneous: two people
     assert c in (a, b)  # later, alone: one of them again (both hold this look), not a new one
+
+
+def test_prefilter_gives_the_exact_decision_on_a_large_gallery() -> None:
+    rng = np.random.default_rng(5)
+    dim = 32
+    centers = rng.normal(0, 1, (300, dim)).astype(np.float32)
+    cache = ExemplarCache(None, "m")
+    for i, c in enumerate(centers, start=1):
+        cache.set_identity(i, c + rng.normal(0, 0.1, (3, dim)))
+    qs = [q("c", 10.0 * i, 10.0 * i + 5, centers[t] + rng.normal(0, 0.1, (8, dim)), i)
+          for i, t in enumerate([3, 77, 150, 299])]
+    qs.append(q("c", 100, 105, rng.normal(0, 1, (8, dim)), "stranger"))
+    exact = IdentityMatcher(dichotomy_prob, cache, MatchConfig(prefilter=0)).match(qs)
+    fast = IdentityMatcher(dichotomy_prob, cache, MatchConfig(prefilter=16)).match(qs)
+    assert [a.identity_id for a in exact[:4]] == [4, 78, 151, 300]
+    assert [a.identity_id for a in fast] == [a.identity_id for a in exact]
+    for e, f in zip(exact[:4], fast[:4]):
+        assert f.probability == pytest.approx(e.probability, abs=1e-5)
+    assert fast[4].is_new

@@ -170,13 +170,38 @@ class IdentityMatcher:
         g = g_vecs[valid]
         uniq, inv = torch.unique(g_ids[valid], return_inverse=True)
         idents = [int(i) for i in uniq.tolist()]
-        out = torch.zeros(len(queries), len(idents), dtype=torch.float32, device=g.device)
+        k = len(idents)
+        out = torch.zeros(len(queries), k, dtype=torch.float32, device=g.device)
         q_all, seg = self._query_rows(queries)
         if q_all is None or seg is None:
             return out.cpu().numpy(), idents
-        out.index_add_(0, seg, self._best_per_owner(q_all, g, inv, len(idents)))
+        top = int(self.cfg.prefilter)
+        if 0 < top < k and self.cfg.tracklet_score == "crop_best_mean":
+            return self._scores_prefiltered(q_all, seg, g, inv, out, top), idents
+        out.index_add_(0, seg, self._best_per_owner(q_all, g, inv, k))
         out /= torch.bincount(seg, minlength=len(queries)).clamp(min=1).float()[:, None]
         return out.cpu().numpy(), idents
+
+    def _scores_prefiltered(self, q_all: torch.Tensor, seg: torch.Tensor, g: torch.Tensor,
+                            inv: torch.Tensor, out: torch.Tensor, top: int) -> np.ndarray:
+        """Large galleries: each tracklet's mean embedding ranks all identities (one row per
+        tracklet instead of one per crop), then its crops are scored against the ``top``
+        best identities only; the others keep probability 0 (never candidates)."""
+        import torch
+
+        k = out.shape[1]
+        b_ids = torch.unique(seg)
+        means = torch.stack([q_all[seg == b].float().mean(0) for b in b_ids.tolist()])
+        coarse = self._best_per_owner(means.to(q_all.dtype), g, inv, k)
+        keep = coarse.topk(top, dim=1).indices  # (B', top) identity columns
+        for row, b in enumerate(b_ids.tolist()):
+            cols = keep[row]
+            local = torch.full((k,), -1, dtype=torch.long, device=g.device)
+            local[cols] = torch.arange(len(cols), device=g.device)
+            mask = local[inv] >= 0
+            fine = self._best_per_owner(q_all[seg == b], g[mask], local[inv][mask], len(cols))
+            out[b, cols] = fine.mean(0)
+        return out.cpu().numpy()
 
     def _cluster_new(self, queries: Sequence[MatchQuery], left: list[int],
                      conflict: np.ndarray) -> tuple[list[list[int]], dict[int, float | None]]:
