@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import numpy as np
 from sqlalchemy import Table, delete, func, select, update
@@ -213,7 +213,8 @@ class GalleryManager:
                              .join(Camera, Camera.id == Tracklet.camera_id)
                              .where(Tracklet.id.in_(list(tids)),
                                     Tracklet.provisional.is_(False))).all()
-        uow.changes.intervals_added += [Interval(*r) for r in rows if r[1] is not None]
+        uow.changes.intervals_added += [Interval(int(r[0]), int(r[1]), str(r[2]), float(r[3]),
+                                                  float(r[4])) for r in rows if r[1] is not None]
 
     def _recompute_exemplars(self, uow: UnitOfWork, ident_id: int, res: Result) -> None:
         """Keep ``self.exemplars`` diverse vectors per model version; embed crops if none."""
@@ -301,10 +302,10 @@ class GalleryManager:
             if not force:
                 self._check_no_overlap(s, keep, other)
             tids = list(s.scalars(select(Tracklet.id).where(Tracklet.identity_id == other)))
-            res.add("tracklets", s.execute(update(Tracklet).where(Tracklet.identity_id == other)
-                                           .values(identity_id=keep)).rowcount)
-            res.add("exemplars", s.execute(update(Exemplar).where(Exemplar.identity_id == other)
-                                           .values(identity_id=keep)).rowcount)
+            res.add("tracklets", _rowcount(s.execute(
+                update(Tracklet).where(Tracklet.identity_id == other).values(identity_id=keep))))
+            res.add("exemplars", _rowcount(s.execute(
+                update(Exemplar).where(Exemplar.identity_id == other).values(identity_id=keep))))
             self._move_other_references(s, other, keep, res)
             a.name = a.name or b.name
             a.flagged = bool(a.flagged or b.flagged)
@@ -318,7 +319,7 @@ class GalleryManager:
         return res
 
     def _check_no_overlap(self, s: Session, a: int, b: int) -> None:
-        ta, tb = Tracklet.__table__.alias("ta"), Tracklet.__table__.alias("tb")
+        ta, tb = _table(Tracklet).alias("ta"), _table(Tracklet).alias("tb")
         hit = s.execute(select(ta.c.camera_id).where(
             ta.c.identity_id == a, tb.c.identity_id == b, ta.c.camera_id == tb.c.camera_id,
             ta.c.first_ts <= tb.c.last_ts, tb.c.first_ts <= ta.c.last_ts).limit(1)
@@ -332,11 +333,11 @@ class GalleryManager:
 
     def _move_other_references(self, s: Session, old: int, new: int, res: Result) -> None:
         """Re-point rows of tables other than tracklets/exemplars that refer to ``old``."""
-        for table, col in _referencing(Identity.__table__):
+        for table, col in _referencing(_table(Identity)):
             if table.name in ("tracklets", "exemplars"):
                 continue
-            res.add(table.name, s.execute(update(table).where(col == old)
-                                          .values({col.name: new})).rowcount)
+            res.add(table.name, _rowcount(s.execute(update(table).where(col == old)
+                                          .values({col.name: new}))))
 
     def split(self, ident: int, tracklet_ids: Sequence[int]) -> Result:
         """Move the given tracklets of ``ident`` into a new identity (``Result.identity``)."""
@@ -359,11 +360,11 @@ class GalleryManager:
             s.add(new)
             s.flush()
             res.identity = new.id
-            res.add("tracklets", s.execute(update(Tracklet).where(Tracklet.id.in_(ids))
-                                           .values(identity_id=new.id)).rowcount)
-            res.add("exemplars", s.execute(update(Exemplar).where(
+            res.add("tracklets", _rowcount(s.execute(
+                update(Tracklet).where(Tracklet.id.in_(ids)).values(identity_id=new.id))))
+            res.add("exemplars", _rowcount(s.execute(update(Exemplar).where(
                 Exemplar.identity_id == ident, Exemplar.tracklet_id.in_(ids))
-                .values(identity_id=new.id)).rowcount)
+                .values(identity_id=new.id))))
             self._refresh_times(s, src)
             self._refresh_times(s, new)
             self._moved(uow, ids)
@@ -380,8 +381,8 @@ class GalleryManager:
             s = uow.s
             self._identity(s, ident)
             tids = list(s.scalars(select(Tracklet.id).where(Tracklet.identity_id == ident)))
-            self._erase_rows(s, Tracklet.__table__, tids, res, trash)
-            self._erase_rows(s, Identity.__table__, [ident], res, trash)
+            self._erase_rows(s, _table(Tracklet), tids, res, trash)
+            self._erase_rows(s, _table(Identity), [ident], res, trash)
             uow.changes.intervals_removed.update(tids)
             uow.changes.removed_identities.add(ident)
         log.info("deleted identity %d (%s)", ident, res.summary())
@@ -404,14 +405,14 @@ class GalleryManager:
                             .where(Tracklet.created_at < cutoff)).all()
             touched = {i for _, i in old if i is not None}
             tids = [t for t, _ in old]
-            self._erase_rows(s, Tracklet.__table__, tids, res, trash)
+            self._erase_rows(s, _table(Tracklet), tids, res, trash)
             uow.changes.intervals_removed.update(tids)
             left = set(s.scalars(select(Tracklet.identity_id).where(
                 Tracklet.identity_id.is_not(None)).distinct()))
             gone = [i for i in s.scalars(select(Identity.id).where(Identity.updated_at < cutoff))
                     if i not in left]
             gone += [i for i in touched if i not in left and i not in gone]
-            self._erase_rows(s, Identity.__table__, gone, res, trash)
+            self._erase_rows(s, _table(Identity), gone, res, trash)
             uow.changes.removed_identities.update(gone)
             for i in sorted(touched - set(gone)):
                 row = s.get(Identity, i)
@@ -421,7 +422,7 @@ class GalleryManager:
             used = select(Tracklet.source_id).distinct()
             srcs = list(s.scalars(select(Source.id).where(Source.started_at < cutoff,
                                                           Source.id.not_in(used))))
-            self._erase_rows(s, Source.__table__, srcs, res, None)
+            self._erase_rows(s, _table(Source), srcs, res, None)
         log.info("purged data stored before %s (%s)", cutoff.isoformat(timespec="seconds"),
                  res.summary())
         return res
@@ -479,7 +480,7 @@ class GalleryManager:
             if table.name == Crop.__tablename__ and trash is not None:
                 for (path,) in s.execute(select(Crop.path).where(Crop.id.in_(chunk))):
                     self._trash(path, trash)
-            res.add(table.name, s.execute(delete(table).where(pk.in_(chunk))).rowcount)
+            res.add(table.name, _rowcount(s.execute(delete(table).where(pk.in_(chunk)))))
 
     def _trash(self, rel: str, trash: _Trash) -> None:
         src = self._safe_path(rel)
@@ -529,6 +530,15 @@ class GalleryManager:
         buf = io.StringIO()
         self.export(buf, fmt, identity)
         return buf.getvalue()
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE/DELETE touched (a ``CursorResult``'s rowcount)."""
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _referencing(target: Table) -> list[tuple[Table, Any]]:

@@ -153,7 +153,7 @@ def gallery(opened: Gallery) -> tuple[GalleryManager, Engine, Path, dict[str, in
     return mgr, opened.engine, crops, ids
 
 
-def test_delete_erases_every_row_and_file(gallery, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_delete_erases_every_row_and_file(gallery, caplog) -> None:
     mgr, engine, crops, ids = gallery
     before = counts(engine)
     with caplog.at_level(logging.DEBUG, logger="reid_pipeline"):
@@ -178,13 +178,13 @@ def test_delete_erases_every_row_and_file(gallery, caplog) -> None:  # type: ign
         mgr.delete(999)
 
 
-def test_delete_is_atomic_files_included(gallery, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_delete_is_atomic_files_included(gallery, monkeypatch) -> None:
     mgr, engine, crops, ids = gallery
     before = counts(engine)
     files_before = sorted(p.read_bytes() for p in crops.rglob("*.jpg"))
     real = GalleryManager._erase_rows
 
-    def failing(self, s, table, *a, **kw):  # type: ignore[no-untyped-def]
+    def failing(self, s, table, *a, **kw):
         if table.name == "identities":
             raise RuntimeError("disk full")
         return real(self, s, table, *a, **kw)
@@ -197,7 +197,7 @@ def test_delete_is_atomic_files_included(gallery, monkeypatch) -> None:  # type:
     assert orphans(engine, crops) == []
 
 
-def test_merge_moves_tracklets_and_recomputes_exemplars(gallery, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_merge_moves_tracklets_and_recomputes_exemplars(gallery, caplog) -> None:
     mgr, engine, crops, ids = gallery
     # a and b were both on 'lobby' but never at the same time: a merge is allowed
     with caplog.at_level(logging.INFO, logger="reid_pipeline"):
@@ -220,7 +220,7 @@ def test_merge_moves_tracklets_and_recomputes_exemplars(gallery, caplog) -> None
     assert orphans(engine, crops) == []
 
 
-def test_merge_refuses_simultaneous_identities_and_bad_ids(gallery) -> None:  # type: ignore[no-untyped-def]
+def test_merge_refuses_simultaneous_identities_and_bad_ids(gallery) -> None:
     mgr, engine, crops, ids = gallery
     # make c's tracklet (street, 0..3 s) overlap a's street tracklet
     with Session(engine) as s, s.begin():
@@ -239,7 +239,7 @@ def test_merge_refuses_simultaneous_identities_and_bad_ids(gallery) -> None:  # 
     assert orphans(engine, crops) == []
 
 
-def test_split_moves_tracklets_into_new_identity(gallery) -> None:  # type: ignore[no-untyped-def]
+def test_split_moves_tracklets_into_new_identity(gallery) -> None:
     mgr, engine, crops, ids = gallery
     with Session(engine) as s:
         tids = sorted(s.scalars(select(Tracklet.id).where(Tracklet.identity_id == ids["a"])))
@@ -271,7 +271,7 @@ def test_split_moves_tracklets_into_new_identity(gallery) -> None:  # type: igno
     assert counts(engine) == before
 
 
-def test_split_without_exemplars_embeds_the_crops(gallery) -> None:  # type: ignore[no-untyped-def]
+def test_split_without_exemplars_embeds_the_crops(gallery) -> None:
     mgr, engine, _crops, ids = gallery
     with Session(engine) as s, s.begin():
         tids = sorted(s.scalars(select(Tracklet.id).where(Tracklet.identity_id == ids["a"])))
@@ -291,7 +291,7 @@ def test_split_without_exemplars_embeds_the_crops(gallery) -> None:  # type: ign
         assert len(ex) == 2 and all(e.dim == 3 and e.tracklet_id == tids[2] for e in ex)
 
 
-def test_rename(gallery, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_rename(gallery, caplog) -> None:
     mgr, engine, _crops, ids = gallery
     with caplog.at_level(logging.INFO, logger="reid_pipeline"):
         mgr.rename(ids["c"], "  courier ")
@@ -305,7 +305,7 @@ def test_rename(gallery, caplog) -> None:  # type: ignore[no-untyped-def]
         mgr.rename(31337, "x")
 
 
-def test_purge_by_age(gallery) -> None:  # type: ignore[no-untyped-def]
+def test_purge_by_age(gallery) -> None:
     mgr, engine, crops, ids = gallery
     old = utcnow() - timedelta(days=40)
     with Session(engine) as s, s.begin():
@@ -333,7 +333,7 @@ def test_purge_by_age(gallery) -> None:  # type: ignore[no-untyped-def]
     assert mgr.purge(timedelta(days=30)).rows == {}  # idempotent
 
 
-def test_export_csv_and_jsonl(gallery) -> None:  # type: ignore[no-untyped-def]
+def test_export_csv_and_jsonl(gallery) -> None:
     mgr, _engine, _crops, ids = gallery
     csv_text = mgr.export_text("csv")
     lines = csv_text.strip().splitlines()
@@ -358,7 +358,7 @@ def test_parse_age() -> None:
             parse_age(bad)
 
 
-def test_the_orphan_check_itself_sees_orphans(gallery) -> None:  # type: ignore[no-untyped-def]
+def test_the_orphan_check_itself_sees_orphans(gallery) -> None:
     """Guard against a vacuous checker: raw writes that bypass the keys are caught."""
     _, engine, crops, _ = gallery
     sqlite = engine.dialect.name == "sqlite"
@@ -391,7 +391,7 @@ def cli_db(tmp_path: Path) -> tuple[Path, Path, dict[str, int]]:
         return db, g.crops_dir, ids
 
 
-def test_cli_manage_commands(cli_db, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_cli_manage_commands(cli_db, capsys, monkeypatch) -> None:
     from reid_pipeline.cli import main
 
     db, _crops, ids = cli_db
@@ -436,7 +436,7 @@ def test_cli_manage_commands(cli_db, capsys, monkeypatch) -> None:  # type: igno
     (["purge", "--older-than", "soon"], "manage.older_than"),
     (["export", "--identity", "999"], "identity 999 does not exist"),
 ])
-def test_cli_bad_inputs(cli_db, capsys, args, message) -> None:  # type: ignore[no-untyped-def]
+def test_cli_bad_inputs(cli_db, capsys, args, message) -> None:
     from reid_pipeline.cli import main
 
     db, _, _ = cli_db
@@ -450,7 +450,7 @@ def test_cli_bad_inputs(cli_db, capsys, args, message) -> None:  # type: ignore[
         assert g.counts() == before
 
 
-def test_cli_missing_database(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_missing_database(tmp_path, capsys) -> None:
     from reid_pipeline.cli import main
 
     assert main(["gallery", "delete", "1", "--yes", "--db", str(tmp_path / "nope.db")]) == 2

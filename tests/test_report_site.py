@@ -1,4 +1,5 @@
-"""The static report opened in a real headless Chromium: pages load, identities and pictures are there.
+"""The static report opened in a real headless Chromium: pages load, identities and pictures
+are there.
 
 Chromium is Debian's ``chromium`` package; a fresh machine does not have it, so the session
 fixture installs it with apt-get (never skipped: a report nobody can open is a failed report).
