@@ -35,9 +35,11 @@ def register(sub: Any) -> None:
                    help="comma list of euclidean, cosine, dissimilarity (key: eval.modes)")
     p.add_argument("--rerank", dest="cfg__eval__rerank", action="store_const", const=True,
                    help="also report k-reciprocal re-ranking (key: eval.rerank)")
-    p.add_argument("--max-rank", dest="cfg__eval__max_rank", type=int, help="key: eval.max_rank")
-    p.add_argument("--batch", dest="cfg__eval__batch", type=int, help="key: eval.batch")
-    p.add_argument("--backbone", dest="cfg__model__backbone",
+    p.add_argument("--max-rank", dest="cfg__eval__max_rank", type=int, metavar="N",
+                   help="length of the CMC curve (key: eval.max_rank)")
+    p.add_argument("--batch", dest="cfg__eval__batch", type=int, metavar="N",
+                   help="images per embedder call (key: eval.batch)")
+    p.add_argument("--backbone", dest="cfg__model__backbone", metavar="ARCH",
                    help="torchreid architecture of a model-zoo checkpoint (key: model.backbone)")
     p.set_defaults(func=run)
 
