@@ -243,3 +243,20 @@ def test_two_processes_opening_a_fresh_gallery_at_once(backend: str, tmp_path: P
         with ThreadPoolExecutor(4) as pool:
             ids = list(pool.map(open_and_write, range(4)))
         assert sorted(ids) == [1, 2, 3, 4]
+
+
+def test_fp16_storage_round_trip_and_overflow_guard(tmp_path: Path) -> None:
+    from reid_pipeline.config import GalleryConfig
+
+    with Gallery.open(str(tmp_path / "g.db"), GalleryConfig(exemplar_dtype="float16")) as g:
+        iid = g.create_identity()
+        small = np.array([[0.1, -2.5, 3.0, 0.0]], np.float32)
+        huge = np.array([[1e6, 0.0, 0.0, 0.0]], np.float32)  # beyond fp16: kept as fp32
+        g.add_exemplars(iid, np.concatenate([small, huge]), "m", keep=5)
+        _, vecs = g.exemplars("m")
+        got = vecs[np.argsort(vecs[:, 0])]
+        assert np.allclose(got, np.concatenate([small, huge]), rtol=1e-3)
+        assert np.isfinite(vecs).all()
+        g.set_identity(iid, name="courier", flagged=True)
+        (row,) = g.identities()
+        assert (row.name, row.flagged) == ("courier", True)

@@ -30,6 +30,13 @@ def as_matrix(vectors: Any) -> np.ndarray:
     return arr
 
 
+def storage_dtype(vector: np.ndarray, preferred: str) -> str:
+    """``preferred`` unless fp16 would overflow (|x| > 65504): then float32 for this row."""
+    if preferred == "float16" and float(np.abs(vector).max(initial=0.0)) > 65000.0:
+        return "float32"
+    return preferred
+
+
 def encode(vector: np.ndarray, dtype: str) -> bytes:
     """One vector -> little-endian bytes in the storage dtype."""
     return np.asarray(vector, dtype=np.dtype(DTYPES[dtype]).newbyteorder("<")).tobytes()

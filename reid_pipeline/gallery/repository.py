@@ -377,14 +377,14 @@ class UnitOfWork:
         drop = [r.id for i, r in enumerate(rows) if i not in chosen_set]
         if drop:
             self.s.execute(delete(Exemplar).where(Exemplar.id.in_(drop)))
-        dtype = self.g.cfg.exemplar_dtype
+        dtypes = {i: ex.storage_dtype(allv[i], self.g.cfg.exemplar_dtype) for i in chosen}
         add = [{"identity_id": identity_id, "tracklet_id": tracklet_id,
-                "model_version": model_version, "dim": int(new.shape[1]), "dtype": dtype,
-                "vector": ex.encode(allv[i], dtype), "created_at": utcnow()}
+                "model_version": model_version, "dim": int(new.shape[1]), "dtype": dtypes[i],
+                "vector": ex.encode(allv[i], dtypes[i]), "created_at": utcnow()}
                for i in chosen if i >= len(rows)]
         _insert_many(self.s, Exemplar, add)
         # what the database now holds (after the storage dtype round trip)
-        final = np.stack([ex.decode(ex.encode(allv[i], dtype), new.shape[1], dtype)
+        final = np.stack([ex.decode(ex.encode(allv[i], dtypes[i]), new.shape[1], dtypes[i])
                           if i >= len(rows) else allv[i] for i in chosen])
         self.changes.exemplars[(identity_id, model_version)] = final
         return final
@@ -576,6 +576,11 @@ class Gallery:
     def delete_identity(self, identity_id: int) -> int:
         with self.batch() as u:
             return u.delete_identity(identity_id)
+
+    def set_identity(self, identity_id: int, *, name: str | None = None,
+                     flagged: bool | None = None) -> None:
+        with self.batch() as u:
+            u.set_identity(identity_id, name=name, flagged=flagged)
 
     # ------------------------------------------------------------------ reads
     def exemplars(self, model_version: str) -> tuple[np.ndarray, np.ndarray]:
