@@ -126,3 +126,17 @@ def test_database_on_a_read_only_file(tmp_path: Path) -> None:
         assert g.identities() == []
         with pytest.raises(DatabaseError, match="read-only|readonly"):
             g.ensure_camera("street")
+
+
+def test_another_programs_sqlite_file_is_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(str(db))
+    con.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    con.commit()
+    con.close()
+    with pytest.raises(DatabaseError, match="not a reid gallery.*invoices"):
+        Gallery.open(str(db), FAST)
+    con = sqlite3.connect(str(db))
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert tables == {"invoices"}

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from reid_pipeline.errors import DatabaseError
+from reid_pipeline.gallery.models import Base
 from reid_pipeline.utils import redact_url
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,15 @@ def migrate(engine: Engine, shown: str, busy_timeout_s: float) -> None:
         # can open it while a long `reid process` is writing (or from a read-only copy)
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
+            if current is None and conn.dialect.name == "sqlite":
+                # a SQLite file is one application's database: never add our tables to
+                # another program's file (a server database may host many applications)
+                from sqlalchemy import inspect
+
+                foreign = set(inspect(conn).get_table_names()) - set(Base.metadata.tables)
+                if foreign:
+                    raise DatabaseError(f"database {shown} is not a reid gallery (it has "
+                                        f"other tables: {', '.join(sorted(foreign)[:5])})")
         if current == head:
             return
         log.info("gallery %s: migrating schema %s -> %s", shown, current, head)
