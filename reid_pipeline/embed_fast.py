@@ -42,8 +42,9 @@ class GraphedFeatures:
         x = (x_u8.float() - self.mean) / self.std
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.cuda and
-                            self.dtype != torch.float32):
+        # no autocast weight cache: cached casts made during capture would be graph-owned
+        with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False,
+                            enabled=self.cuda and self.dtype != torch.float32):
             return self.model.features(x).float()
 
     def _capture(self) -> None:
