@@ -260,3 +260,40 @@ def test_fp16_storage_round_trip_and_overflow_guard(tmp_path: Path) -> None:
         g.set_identity(iid, name="courier", flagged=True)
         (row,) = g.identities()
         assert (row.name, row.flagged) == ("courier", True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_gallery_is_migrated_on_open_with_its_data(backend: str,
+                                                            tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from gallery_helpers import pg_schema
+    from sqlalchemy import inspect
+
+    from reid_pipeline.config import GalleryConfig
+    from reid_pipeline.gallery.engine import MIGRATIONS_DIR, create_gallery_engine
+
+    with ExitStack() as stack:
+        url = (str(tmp_path / "old.db") if backend == "sqlite"
+               else stack.enter_context(pg_schema()))
+        engine, _, _ = create_gallery_engine(url, 5.0)
+        acfg = AlembicConfig()
+        acfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.begin() as conn:  # a gallery made by the first release
+            acfg.attributes["connection"] = conn
+            command.upgrade(acfg, "0001")
+            conn.exec_driver_sql("INSERT INTO cameras (name, uri, created_at) "
+                                 "VALUES ('lobby', '', CURRENT_TIMESTAMP)")
+        assert "ix_tracklets_created" not in {
+            i["name"] for i in inspect(engine).get_indexes("tracklets")}
+        engine.dispose()
+        with Gallery.open(url, GalleryConfig(), tmp_path / "crops") as g:
+            assert g.ensure_camera("lobby") == 1  # the old row is still there
+            names = {i["name"] for i in inspect(g.engine).get_indexes("tracklets")}
+            assert "ix_tracklets_created" in names
+            with g.engine.connect() as conn:
+                from alembic.runtime.migration import MigrationContext
+
+                assert MigrationContext.configure(conn).get_current_revision() == "0002"

@@ -106,6 +106,7 @@ class Tracklet(Base):
         UniqueConstraint("source_id", "track_id", name="uq_tracklets_source_track"),
         Index("ix_tracklets_identity", "identity_id"),
         Index("ix_tracklets_camera_time", "camera_id", "first_ts"),
+        Index("ix_tracklets_created", "created_at"),  # retention: purge by storage age
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -144,7 +145,8 @@ class Exemplar(Base):
     """One stored embedding vector of an identity (a few diverse ones per identity)."""
 
     __tablename__ = "exemplars"
-    __table_args__ = (Index("ix_exemplars_model_identity", "model_version", "identity_id"),)
+    __table_args__ = (Index("ix_exemplars_model_identity", "model_version", "identity_id"),
+                      Index("ix_exemplars_identity", "identity_id"))  # per-identity edits
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
