@@ -248,3 +248,20 @@ def test_prefilter_gives_the_exact_decision_on_a_large_gallery() -> None:
     for e, f in zip(exact[:4], fast[:4]):
         assert f.probability == pytest.approx(e.probability, abs=1e-5)
     assert fast[4].is_new
+
+
+def test_stored_exemplars_skip_a_tracklets_odd_crops(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    with open_gallery("sqlite", tmp_path, exemplar_dtype="float32") as g:
+        m = IdentityMatcher(dichotomy_prob, ExemplarCache(g, "m1"), MatchConfig(exemplars=5))
+        sid, _ = g.begin_source("lobby", "fp")
+        person = rng.normal(0, 1, 16).astype(np.float32)
+        crops = person + rng.normal(0, 0.05, (10, 16)).astype(np.float32)
+        crops[[3, 8]] = rng.normal(0, 3, (2, 16))  # two frames where the box held someone else
+        with g.batch() as uow:
+            t = make_tracklet("lobby", 1, range(30))
+            row = uow.record_tracklet(sid, t)
+            m.commit(uow, [MatchQuery.from_tracklet(t, crops, row)])
+        _, stored = g.exemplars("m1")
+        assert len(stored) == 5
+        assert np.abs(stored - person).sum(axis=1).max() < 2.0  # none of the odd crops

@@ -370,8 +370,8 @@ class IdentityMatcher:
                 iid = created[iid]
             assert q.tracklet_id is not None
             uow.assign(q.tracklet_id, iid, a.probability, provisional=False)
-            uow.add_exemplars(iid, q.embeddings, self.cache.model_version, q.tracklet_id,
-                              keep=self.cfg.exemplars)
+            uow.add_exemplars(iid, _inliers(q.embeddings), self.cache.model_version,
+                              q.tracklet_id, keep=self.cfg.exemplars)
             final.append(replace(a, identity_id=iid))
         log.debug("matched %d tracklets: %d to existing identities, %d new identities",
                   len(queries), sum(1 for a in final if a.identity_id and not a.is_new),
@@ -395,6 +395,24 @@ def _n(x: Any) -> int:
     if shape is None:
         return len(x)
     return int(shape[0]) if len(shape) == 2 else (1 if len(shape) == 1 and shape[0] else 0)
+
+
+def _inliers(embeddings: Any, drop: float = 0.25) -> np.ndarray:
+    """A tracklet's crop embeddings without its least typical quarter.
+
+    Exemplars are chosen by farthest-point selection, which favours unusual vectors; an
+    occluded or mis-cropped frame (someone else in the box) is exactly such a vector, and
+    once stored it would attract other people. Dropping the crops farthest (L1) from the
+    tracklet's median embedding before offering them keeps the views, not the accidents.
+    """
+    x = embeddings.detach().float().cpu().numpy() if hasattr(embeddings, "detach") \
+        else np.asarray(embeddings, np.float32)
+    x = x.reshape(-1, x.shape[-1])
+    if len(x) < 4:
+        return x
+    dist = np.abs(x - np.median(x, axis=0)).sum(axis=1)
+    keep = np.argsort(dist, kind="stable")[: len(x) - int(len(x) * drop)]
+    return x[np.sort(keep)]
 
 
 def _components(conflict: np.ndarray) -> list[list[int]]:
