@@ -297,3 +297,41 @@ def test_an_older_gallery_is_migrated_on_open_with_its_data(backend: str,
                 from alembic.runtime.migration import MigrationContext
 
                 assert MigrationContext.configure(conn).get_current_revision() == "0002"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_writers_registering_the_same_camera_and_source(backend: str,
+                                                            tmp_path: Path) -> None:
+    """Two processes starting on one camera at once end up with one row each, not an error."""
+    import threading
+    import time
+    from contextlib import ExitStack
+
+    from gallery_helpers import pg_schema
+
+    from reid_pipeline.config import GalleryConfig
+
+    with ExitStack() as stack:
+        url = (str(tmp_path / "w.db") if backend == "sqlite"
+               else stack.enter_context(pg_schema()))
+        a = stack.enter_context(Gallery.open(url, GalleryConfig(), tmp_path / "crops"))
+        b = stack.enter_context(Gallery.open(url, GalleryConfig(), tmp_path / "crops"))
+        # round 1 races on the new camera, round 2 (camera known) on the new source
+        for n, fp in enumerate(("fp-1", "fp-2"), start=1):
+            got: dict[str, object] = {}
+            inside = threading.Event()
+
+            def first(fp: str = fp, got: dict[str, object] = got,
+                      inside: threading.Event = inside) -> None:
+                with a.batch() as uow:
+                    got["a"] = uow.begin_source("gate", fp).source_id
+                    inside.set()
+                    time.sleep(0.5)  # still uncommitted while the other one starts
+
+            t = threading.Thread(target=first)
+            t.start()
+            inside.wait(5)
+            got["b"] = b.begin_source("gate", fp).source_id
+            t.join()
+            assert got["a"] == got["b"]
+            assert (a.counts()["cameras"], a.counts()["sources"]) == (1, n)

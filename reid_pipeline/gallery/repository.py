@@ -25,10 +25,11 @@ from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from reid_pipeline.config import GalleryConfig
-from reid_pipeline.errors import DatabaseError, NotFoundError, OutputError
+from reid_pipeline.errors import DatabaseError, InputError, NotFoundError, OutputError
 from reid_pipeline.gallery import exemplars as ex
 from reid_pipeline.gallery.engine import create_gallery_engine, db_errors, migrate
 from reid_pipeline.gallery.models import (
@@ -107,12 +108,17 @@ class UnitOfWork:
     def ensure_camera(self, name: str, uri: str = "") -> int:
         """Id of camera ``name``, created on first use; the URI is stored redacted."""
         if not name or not str(name).strip():
-            raise ValueError("camera name must not be empty")
+            raise InputError("camera name must not be empty")
         cam = self.s.scalar(select(Camera).where(Camera.name == name))
         if cam is None:
-            cam = Camera(name=name, uri=redact_url(uri or ""), created_at=utcnow())
-            self.s.add(cam)
-            self.s.flush()
+            try:  # another process may create the same camera at the same moment
+                with self.s.begin_nested():
+                    cam = Camera(name=name, uri=redact_url(uri or ""), created_at=utcnow())
+                    self.s.add(cam)
+            except IntegrityError:
+                cam = self.s.scalar(select(Camera).where(Camera.name == name))
+                if cam is None:
+                    raise
         elif uri and cam.uri != redact_url(uri):
             cam.uri = redact_url(uri)
         self._camera_names[cam.id] = cam.name
@@ -131,11 +137,18 @@ class UnitOfWork:
         src = self.s.scalar(select(Source).where(Source.camera_id == cam_id,
                                                  Source.fingerprint == fingerprint))
         if src is None:
-            src = Source(camera_id=cam_id, fingerprint=fingerprint, uri=redact_url(uri or ""),
-                         frames_processed=0, status="running", started_at=utcnow())
-            self.s.add(src)
-            self.s.flush()
-            return SourceStart(src.id, 0, False, 1)
+            try:
+                with self.s.begin_nested():
+                    src = Source(camera_id=cam_id, fingerprint=fingerprint,
+                                 uri=redact_url(uri or ""), frames_processed=0,
+                                 status="running", started_at=utcnow())
+                    self.s.add(src)
+                return SourceStart(src.id, 0, False, 1)
+            except IntegrityError:  # the same input started by another process just now
+                src = self.s.scalar(select(Source).where(Source.camera_id == cam_id,
+                                                         Source.fingerprint == fingerprint))
+                if src is None:
+                    raise
         max_track = self.s.scalar(select(func.max(Tracklet.track_id))
                                   .where(Tracklet.source_id == src.id))
         return SourceStart(src.id, src.frames_processed, src.status == "done",
