@@ -184,6 +184,26 @@ def test_cli_with_torchreid_zoo_state_dict(tmp_path: Path, capsys: pytest.Captur
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"euclidean", "dissimilarity"}
 
+    # one of our own checkpoints (the imported model saved with a non-uniform w)
+    from reid_pipeline.config import Config
+    from reid_pipeline.model import load_model, save_checkpoint
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.height, cfg.model.width = "osnet_x0_25", 64, 32
+    model = load_model(str(tmp_path / "zoo.pth"), cfg.model, "cpu")
+    with torch.no_grad():
+        model.w.copy_(torch.rand(model.w.shape, generator=torch.Generator().manual_seed(0)))
+    save_checkpoint(tmp_path / "ours.pt", model, cfg)
+    rc = cli.main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint",
+                   str(tmp_path / "ours.pt"), "--backbone", "osnet_x0_25", "--out",
+                   str(tmp_path / "eval2"), "--modes", "euclidean,dissimilarity", "--device",
+                   "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    ours = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
+    assert ours["euclidean"] == pytest.approx(metrics["euclidean"])  # same backbone features
+    info = json.loads((tmp_path / "eval2" / "run.json").read_text())
+    assert info["model_version"] == model.model_version
+
 
 def test_pick_queries_only_counted_ones() -> None:
     from reid_pipeline.evaluate.plots import pick_queries
