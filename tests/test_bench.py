@@ -52,6 +52,7 @@ def test_ours_equals_reference(bench_run: tuple[dict, str]) -> None:
     assert checks["prefilter_recall"] > 0.9
     assert checks["embedder_ok"] is True and checks["embedder_min_cosine_vs_baseline"] > 0.999
     assert checks["graphed_min_cosine"] > 0.999
+    assert checks["fast_embedder_ok"] is True
     assert checks["end_to_end_ok"] is True and checks["end_to_end_frames"] == 2 * 6
 
 
@@ -84,3 +85,28 @@ def test_timeit_and_graphed_features_on_cpu() -> None:
     assert torch.allclose(gf(x), ref, atol=1e-4)
     with pytest.raises(ValueError, match="expected uint8"):
         gf(x.float())
+
+
+def test_fast_embedder_matches_embedder_on_cpu() -> None:
+    import numpy as np
+
+    from reid_pipeline.bench import _random_crops
+    from reid_pipeline.embed import Embedder, crops_to_batch
+    from reid_pipeline.embed_fast import FastEmbedder
+    from reid_pipeline.model import ReIDModel
+
+    torch.manual_seed(0)
+    model = ReIDModel("osnet_x0_25", embed_dim=16, height=64, width=32).eval()
+    fe = FastEmbedder(model, "cpu", batch=4)
+    crops = _random_crops(6)
+    a, b = fe.resize(crops), crops_to_batch(crops, 64, 32, "cpu")
+    assert a.shape == b.shape == (6, 3, 64, 32) and a.dtype == torch.uint8
+    assert (a.float() - b.float()).abs().mean() < 2.0  # two area-like filters agree
+    exact = [np.random.default_rng(1).integers(0, 256, (64, 32, 3), dtype=np.uint8)]
+    assert torch.equal(fe.resize(exact), crops_to_batch(exact, 64, 32, "cpu"))
+    ea, eb = fe.embed_crops(crops), Embedder(model, "cpu", batch=4).embed_crops(crops)
+    assert ea.shape == eb.shape == (6, 16)
+    assert torch.nn.functional.cosine_similarity(ea, eb).min() > 0.999
+    assert fe.embed_crops([]).shape == (0, 16)
+    with pytest.raises(ValueError, match="crop 0"):
+        fe.embed_crops([np.zeros((10, 10), np.uint8)])
