@@ -4,16 +4,17 @@ Why a kernel of our own: the score is a weighted L1 distance, which tensor cores
 do, and ``torch.cdist(p=1)`` reaches ~6e8 pairs/s on an H100. The work is N*M*D
 sub/abs/add steps on the CUDA cores, so the ceiling is set by instructions per pair-dim.
 
-Two arithmetic modes share one tiled kernel (query tile x gallery tile, loop over D):
+Three arithmetic modes share one tiled kernel (query tile x gallery tile, loop over D):
 
 * ``MODE_F32``: inputs in any float dtype, upcast to fp32, ``w`` loaded per D-chunk and
   fused, fp32 accumulate. Exact to fp32 rounding; works for any sign of ``w``.
 * ``MODE_PACKED``: the fast path. Because ``w >= 0``, ``w_d |a - b| = |w_d a - w_d b|``, so
-  ``w`` is folded into the operands once (O((N+M)D) work, done by :func:`pack_operands`)
+  ``w`` is folded into the operands once (O((N+M)D) work, done by :func:`pack_operand`)
   together with a power-of-two scale that puts the values in fp16's best range. Two
   dimensions travel in one 32-bit register (fp16x2); each register pair costs one packed
   subtract and one packed add-of-absolute (``sub.f16x2`` + ``abs``/``add.f16x2``): one
-  instruction per pair-dimension instead of two or three in fp32. Short D-chunks are
+  instruction per pair-dimension instead of two or three in fp32 (ptxas folds the abs into
+  the add's operand modifier: ``HFMA2.MMA`` + ``HADD2`` per 2 dims in the SASS). D-chunks are
   summed in fp16 and flushed into an fp32 accumulator, so rounding stays at fp16's
   ~5e-4 relative level rather than growing with D.
 * ``MODE_EMULATE``: the packed mode's arithmetic written with plain ``tl`` ops instead of
