@@ -108,12 +108,15 @@ def perf(n: int, m: int, d: int, out: dict) -> None:
             tk.dichotomy_kernel[grid](qa, ga, w, out_s, out_s, out_s, n, m, qa.shape[0],
                                       qa.shape[1], ga.shape[1], m, 1.0 / alpha, 0.0, 0, 0,
                                       MODE=tk.MODE_PACKED, TOPK=0, num_warps=c.num_warps,
-                                      num_stages=c.num_stages, **meta)
+                                      num_stages=c.num_stages, **meta,
+                                      **({"maxnreg": c.maxnreg} if c.maxnreg else {}))
         try:
             t = do_bench(run, warmup=50, rep=200, return_mode="median")
-            res[f"cfg {meta['BM']}x{meta['BN']}x{meta['BK']} w{c.num_warps}"] = pairs / t * 1e3
+            res[f"cfg {meta['BM']}x{meta['BN']}x{meta['BK']} w{c.num_warps} r{c.maxnreg}"] = \
+                pairs / t * 1e3
         except Exception as e:  # noqa: BLE001 - a config that does not compile/fit is reported, not fatal
-            res[f"cfg {meta['BM']}x{meta['BN']}x{meta['BK']} w{c.num_warps}"] = f"error {e}"[:120]
+            res[f"cfg {meta['BM']}x{meta['BN']}x{meta['BK']} w{c.num_warps} r{c.maxnreg}"] = \
+                f"error {e}"[:120]
     for ns in (2, 3) if DEV == "cuda" else ():
         c = tk._packed_configs()[0]
         meta = dict(c.kwargs)
