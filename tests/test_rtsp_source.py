@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 
@@ -58,6 +59,7 @@ def take(src: RtspSource, n: int, timeout: float = 15.0) -> list:  # type: ignor
 def test_reads_frames_with_capture_timestamps(server: RtspTestServer) -> None:
     src = open_source(server.url, "gate", fast_cfg())
     assert isinstance(src, RtspSource) and src.is_live and src.frame_count is None
+    before = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
     t0 = time.time()
     with src.start():
         frames = take(src, 15)
@@ -71,7 +73,10 @@ def test_reads_frames_with_capture_timestamps(server: RtspTestServer) -> None:
         assert st.state is ConnectionState.LIVE and st.last_error == ""
         assert 5.0 < st.fps < 20.0, st.fps  # the server sends 10 fps
         assert src.size == (320, 240)
+        assert "rtsp_transport;tcp" in os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
     assert src.status().state is ConnectionState.STOPPED
+    # the process-wide FFmpeg options are put back once no reader runs (files are unaffected)
+    assert os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS") == before
 
 
 def test_iterating_yields_frames_until_closed(server: RtspTestServer) -> None:
@@ -120,6 +125,7 @@ def test_closed_port_reconnects_then_fails_with_clear_redacted_error(
     assert "hunter2" not in st.last_error and "admin" not in st.last_error
     assert "rtsp://***@127.0.0.1" in st.last_error
     assert src.finished and list(src) == []  # iteration ends instead of blocking for ever
+    src.close()
     assert "hunter2" not in caplog.text and "giving up" in caplog.text
     assert "hunter2" not in repr(src) and "hunter2" not in str(st.to_dict())
 

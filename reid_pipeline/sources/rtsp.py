@@ -91,30 +91,56 @@ def ffmpeg_capture_options(transport: str, probe_s: float) -> str:
 
     TCP interleaving survives packet loss and NAT better than UDP, and a server that dies is
     noticed at once (the socket closes). A short probe keeps (re)connects quick: FFmpeg's
-    default analyses 5 s of stream before the first frame.
+    default analyses 5 s of stream before the first frame. Only options that are harmless
+    to video files go here (the variable is process-wide; ``fflags=nobuffer``, for one,
+    breaks frame counting of some files), see ``_FfmpegOptions``.
     """
     us = max(100_000, int(probe_s * 1e6))
-    return (f"rtsp_transport;{transport}|analyzeduration;{us}|probesize;500000"
-            "|fflags;nobuffer|max_delay;500000")
+    return f"rtsp_transport;{transport}|analyzeduration;{us}|probesize;500000"
 
 
-def _configure_ffmpeg(transport: str, probe_s: float) -> None:
-    """Set the process-wide FFmpeg capture options once.
+class _FfmpegOptions:
+    """Sets ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` while any RTSP reader runs, then restores it.
 
-    OpenCV reads ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` at every open; it is process-wide, so all
-    cameras share one transport and probe time (they come from one config section). A value
-    the operator exported is respected.
+    OpenCV reads that variable at every open and it is process-wide (there is no per-capture
+    way to pass FFmpeg options), so all cameras share one transport and probe time (they
+    come from one config section), and the value is put back when the last reader stops so
+    files opened later in the same process are unaffected. A value the operator exported
+    is respected as is.
     """
-    want = ffmpeg_capture_options(transport, probe_s)
-    cur = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-    if cur is None or cur == _configure_ffmpeg.last:  # type: ignore[attr-defined]
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = want
-        _configure_ffmpeg.last = want  # type: ignore[attr-defined]
-    elif cur != want:
-        log.info("OPENCV_FFMPEG_CAPTURE_OPTIONS is set in the environment; using it as is")
+
+    KEY = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: str | None = None
+        self._ours: str | None = None
+
+    def acquire(self, transport: str, probe_s: float) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = os.environ.get(self.KEY)
+                if self._saved is None:
+                    self._ours = ffmpeg_capture_options(transport, probe_s)
+                    os.environ[self.KEY] = self._ours
+                else:
+                    self._ours = None
+                    log.info("%s is set in the environment; using it as is", self.KEY)
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users == 0 and self._ours is not None:
+                if os.environ.get(self.KEY) == self._ours:
+                    del os.environ[self.KEY]
+                self._ours = None
 
 
-_configure_ffmpeg.last = None  # type: ignore[attr-defined]
+_FFMPEG_OPTIONS = _FfmpegOptions()
 
 
 def _strip_credentials(url: str) -> tuple[str, str, str]:
@@ -237,8 +263,8 @@ class RtspSource(VideoSource):
         """Start the reader thread (idempotent); returns at once, connecting happens there."""
         if self._thread is None:
             self._index = self.start_frame  # may have been set after __init__ (resume)
-            _configure_ffmpeg(getattr(self.cfg, "transport", "tcp"),
-                              float(getattr(self.cfg, "probe_s", 1.0)))
+            _FFMPEG_OPTIONS.acquire(getattr(self.cfg, "transport", "tcp"),
+                                    float(getattr(self.cfg, "probe_s", 1.0)))
             self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.camera}",
                                             daemon=True)
             self._thread.start()
@@ -325,6 +351,8 @@ class RtspSource(VideoSource):
         """Stop reading; waits up to ``timeout`` s for the thread (it may be inside a
         blocking FFmpeg call bounded by the read timeout; it is a daemon, so exit never hangs).
         Frames already queued stay readable with ``get``."""
+        if not self._stop.is_set() and self._thread is not None:
+            _FFMPEG_OPTIONS.release()
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
