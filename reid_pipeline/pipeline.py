@@ -259,13 +259,7 @@ class Pipeline:
                         r.exhausted = True
                         break
                     frames.append((r, fr))
-            if frames:
-                dets = self.detector.detect([f for _, f in frames])
-                for (r, fr), d in zip(frames, dets):
-                    r.tracker.update(fr, d)
-                    r.next_frame = fr.index + 1
-                    r.summary.frames += 1
-                    _bar_update(r.bar)
+            self.detect_and_track(frames)
             finished: list[tuple[_CameraRun, Tracklet]] = []
             for r in runs:
                 tl = r.tracker.flush() if r.exhausted else r.tracker.pop_finished()
@@ -278,6 +272,21 @@ class Pipeline:
                 self._commit(runs)
                 rows_since_commit = 0
         self._commit(runs, final=True)
+
+    def detect_and_track(self, frames: Sequence[tuple[_CameraRun, Frame]]) -> None:
+        """One detector call for the frames of every camera, then each camera's tracker.
+
+        (Issue 5: shared with the live loop, ``stream.LiveSteps``, which gathers its frames
+        from reader threads instead of ``_loop``'s blocking iterators.)
+        """
+        if not frames:
+            return
+        dets = self.detector.detect([f for _, f in frames])
+        for (r, fr), d in zip(frames, dets):
+            r.tracker.update(fr, d)
+            r.next_frame = fr.index + 1
+            r.summary.frames += 1
+            _bar_update(r.bar)
 
     def _finish(self, runs: list[_CameraRun], interrupted: bool) -> None:
         """End every open track now and commit everything up to the last processed frame."""

@@ -352,12 +352,7 @@ class LiveSteps:
     def step(self, frames: Sequence[tuple[Any, Frame]]) -> None:
         """Detect (one call for all cameras' frames), track, embed, match, commit."""
         p = self.p
-        if frames:
-            dets = p.detector.detect([f.image for _, f in frames])
-            for (r, fr), d in zip(frames, dets):
-                r.tracker.update(fr, d)
-                r.next_frame = fr.index + 1
-                r.summary.frames += 1
+        p.detect_and_track(frames)
         finished = [(r, t) for r in self.runs for t in r.tracker.pop_finished()]
         self._match(finished, p._due_provisional(self.runs))
 
