@@ -134,3 +134,19 @@ def test_accepts_torch_tensors() -> None:
 def test_bad_input_is_a_clear_error(args: tuple, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         evaluate_rank(*args)
+
+
+def test_cuda_device_path_or_clear_error() -> None:
+    """With CUDA: the GPU path equals the CPU one (ties included); without: a clear error."""
+    rng = np.random.default_rng(21)
+    d, qp, gp, qc, gc, mr = _case(rng, ties=True, big=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            evaluate_rank_full(d, qp, gp, qc, gc, mr, device="cuda")
+        return
+    ref = _torchreid(d, qp, gp, qc, gc, mr)
+    got = evaluate_rank_full(d, qp, gp, qc, gc, mr, device="cuda")
+    cpu = evaluate_rank_full(d, qp, gp, qc, gc, mr)
+    assert got.mAP == pytest.approx(cpu.mAP, abs=1e-12) and np.array_equal(got.cmc, cpu.cmc)
+    if ref is not None:
+        assert abs(got.mAP - ref[1]) <= 1e-6

@@ -179,6 +179,8 @@ def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_
     if device is not None and str(device).startswith("cuda"):
         import torch
 
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
         distmat = torch.as_tensor(distmat, device=device)
     if max_rank < 1:
         raise ValueError(f"max_rank must be >= 1, got {max_rank}")
