@@ -75,6 +75,18 @@ def build_backbone(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
     return net, int(dim)
 
 
+def weights_version(arch: str, state_dict: dict[str, torch.Tensor]) -> str:
+    """``<arch>-<sha256, 12 hex>`` of the weights as float32: an fp16 export and the model
+    loaded from it get the same version."""
+    h = hashlib.sha256()
+    for k, v in sorted(state_dict.items()):
+        h.update(k.encode())
+        t = v.detach().to("cpu")
+        t = t.float() if t.is_floating_point() else t
+        h.update(t.contiguous().numpy().tobytes())
+    return f"{arch}-{h.hexdigest()[:12]}"
+
+
 class ReIDModel(nn.Module):
     """Backbone + adapter (Linear, BN, activation) + identity head + dichotomy classifier.
 
@@ -128,11 +140,7 @@ class ReIDModel(nn.Module):
 
     def refresh_version(self) -> str:
         """Recompute the weights hash (call after training or loading changes the weights)."""
-        h = hashlib.sha256()
-        for k, v in sorted(self.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        self._version = f"{self.arch_name}-{h.hexdigest()[:12]}"
+        self._version = weights_version(self.arch_name, self.state_dict())
         return self._version
 
     # ------------------------------------------------------------------ forward paths
@@ -421,7 +429,7 @@ def export_fp16(path: str | Path, model: ReIDModel, cfg: Config | None = None,
             "w", "b", "platt_a", "platt_c") else v.detach().cpu()
     ck = {"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": sd,
           "config": cfg.to_dict() if cfg is not None else {},
-          "model_version": model.model_version, "code_version": __version__,
+          "model_version": weights_version(model.arch_name, sd), "code_version": __version__,
           "calibration": model.calibration(), "epoch": -1, "extra": extra or {}}
     tmp = p.with_name(p.name + ".tmp")
     torch.save(ck, str(tmp))
