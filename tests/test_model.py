@@ -79,7 +79,7 @@ def test_calibrate_fits_a_monotone_probability() -> None:
     g = torch.Generator().manual_seed(0)
     pos = torch.randn(200, generator=g) + 2.0
     neg = torch.randn(2000, generator=g) - 2.0
-    a, c = m.calibrate(torch.cat([pos, neg]), torch.cat([torch.ones(200), torch.zeros(2000)]))
+    a, _c = m.calibrate(torch.cat([pos, neg]), torch.cat([torch.ones(200), torch.zeros(2000)]))
     assert a > 0 and bool(m.calibrated)
     p = m.score_to_probability(torch.tensor([-4.0, 0.0, 4.0]))
     assert p[0] < 0.05 and abs(float(p[1]) - 0.5) < 0.1 and p[2] > 0.95

@@ -16,13 +16,13 @@ from reid_pipeline.config import load_config
 from reid_pipeline.errors import CheckpointError, ConfigError, InputError
 from reid_pipeline.model import ReIDModel
 from reid_pipeline.train.augment import augment_batch, flip, pad_crop, random_erase
+from reid_pipeline.train.loop import Trainer, split_validation
 from reid_pipeline.train.losses import (
     batch_hard_triplet,
     identity_ce,
     pair_hinge,
     w_norm_penalty,
 )
-from reid_pipeline.train.loop import Trainer, split_validation
 from reid_pipeline.train.sampler import PKSampler
 from reid_pipeline.types import ImageRecord
 
