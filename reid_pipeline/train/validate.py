@@ -2,8 +2,8 @@
 
 Used inside training (held-out identities, preloaded tensors: no JPEG decoding between
 epochs). The full evaluation command lives in ``reid_pipeline.evaluate``; this module only
-needs embeddings and labels, and uses torchreid's ``evaluate_rank`` (Market protocol: a
-gallery image of the query's identity *and* camera does not count).
+needs embeddings and labels and ranks with that package's ``evaluate_rank`` (torchreid's
+Market protocol: a gallery image of the query's identity *and* camera does not count).
 """
 
 from __future__ import annotations
@@ -35,14 +35,18 @@ def similarity(model: ReIDModel, q: torch.Tensor, g: torch.Tensor, mode: str) ->
 def rank_metrics(sim: torch.Tensor, q_pids: Sequence[int], g_pids: Sequence[int],
                  q_cams: Sequence[int], g_cams: Sequence[int]) -> dict[str, float]:
     """rank-1/5/10 and mAP (in %) from a similarity matrix, Market-1501 protocol."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torchreid.reid.metrics import evaluate_rank
-
     dist = (-sim).detach().cpu().numpy().astype(np.float32)
     max_rank = min(10, dist.shape[1])
-    cmc, m_ap = evaluate_rank(dist, np.asarray(q_pids), np.asarray(g_pids), np.asarray(q_cams),
-                              np.asarray(g_cams), max_rank=max_rank, use_cython=False)
+    args = (dist, np.asarray(q_pids), np.asarray(g_pids), np.asarray(q_cams), np.asarray(g_cams))
+    try:  # the project's evaluator (same figures as torchreid's, much faster)
+        from reid_pipeline.evaluate.rank import evaluate_rank
+
+        cmc, m_ap = evaluate_rank(*args, max_rank=max_rank)
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchreid.reid.metrics import evaluate_rank as tr_evaluate_rank
+        cmc, m_ap = tr_evaluate_rank(*args, max_rank=max_rank, use_cython=False)
 
     def at(r: int) -> float:
         return 100 * float(cmc[min(r, len(cmc)) - 1])
