@@ -409,7 +409,8 @@ class LiveSteps:
         left = {id(x) for x in p._pending}
         offsets = {r.camera: r.track_offset for r in self.runs}
         for pend in before:
-            if id(pend) not in left:
+            # a tracklet without a usable crop is recorded (sightings) but names nobody
+            if id(pend) not in left and pend.identity is not None:
                 self._note(MatchNote(pend.camera, pend.tracklet.track_id + offsets[pend.camera],
                                      pend.identity, pend.score, "confirmed"))
 
