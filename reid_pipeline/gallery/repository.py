@@ -503,17 +503,24 @@ class Gallery:
         together, or (on any exception, Ctrl-C too) nothing does."""
         session = Session(self._write_engine, expire_on_commit=False, autoflush=True)
         uow = UnitOfWork(self, session)
+        committing = False
         try:
             with db_errors(self.shown, self.cfg.busy_timeout_s):
                 yield uow
+                session.flush()  # every statement's error surfaces before COMMIT
+                committing = True
                 session.commit()
         except BaseException:
             try:
                 session.rollback()
             except Exception:  # the original error matters more
                 log.debug("rollback failed", exc_info=True)
-            for p in uow._written:
-                p.unlink(missing_ok=True)
+            # Crop files of a batch that certainly did not commit are removed. If COMMIT
+            # itself was interrupted its outcome is unknown: keep the files - an orphan file
+            # (found by orphan_crop_files) is harmless, a crop row without its file is not.
+            if not committing:
+                for p in uow._written:
+                    p.unlink(missing_ok=True)
             if session.info.get("recorded_crops_dir"):
                 self._crops_dir_recorded = False
             raise
