@@ -173,7 +173,8 @@ def main() -> int:
     ap.add_argument("--bench-steps", type=int, default=60)
     ap.add_argument("--val-ids", type=int, default=30)
     ap.add_argument("--runs", default="main,penalty,nohinge,frozen,zoo",
-                    help="which runs: main, penalty, nohinge, frozen, main_id, nohinge_id")
+                    help="which runs: main, penalty, nohinge, frozen, main_id, nohinge_id, "
+                    "rsk_cos, rsk_dis, rsk_dis_simix, rsk_dis_big (issue 8)")
     ap.add_argument("--epochs", type=int, default=0, help="fixed epochs (0: from the speed)")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="seconds after start: stop runs still going and pack what exists")
@@ -219,6 +220,18 @@ def main() -> int:
         "nohinge_id": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-hinge", "0",
                        "--set", "model.activation=identity"],
     }
+    # issue 8: the Recall@k surrogate (CE kept as regulariser; RS@k replaces triplet+hinge)
+    rsk = ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-triplet", "0", "--lambda-hinge",
+           "0", "--set", "train.lambda_rsk=1"]
+    runs.update({
+        "rsk_cos": [*rsk, "--set", "train.rsk_similarity=cosine"],
+        "rsk_dis": [*rsk, "--set", "train.rsk_similarity=dissimilarity"],
+        "rsk_dis_simix": [*rsk, "--set", "train.rsk_similarity=dissimilarity",
+                          "--set", "train.simix=64"],
+        # a 512-image batch (P=128 x K=4) in two passes of 128 images
+        "rsk_dis_big": [*rsk, "--set", "train.rsk_similarity=dissimilarity", "--set",
+                        "train.simix=256", "--set", "train.p=128", "--set", "train.chunk=128"],
+    })
     if a.zoo:
         runs["frozen"] = ["--backbone", "osnet_x0_25", "--init", a.zoo, "--freeze-backbone",
                           "--lr", "3.5e-4"]
