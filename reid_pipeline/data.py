@@ -308,6 +308,8 @@ def load_dataset(root: str | Path) -> ReidDataset:
     the usual wrapping levels such as ``Market-1501-v15.09.15``), MSMT17 list files, then a
     generic folder of ``PID_cCAM*.jpg`` files (with optional train/query/gallery folders).
     """
+    if not str(root).strip():
+        raise InputError("no dataset root given (empty path): pass the dataset folder")
     r = Path(root).expanduser()
     if not r.exists():
         raise InputError(f"dataset root {str(r)!r} does not exist")

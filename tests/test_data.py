@@ -117,6 +117,8 @@ def test_wrong_root_says_what_was_expected(tmp_path: Path) -> None:
         load_dataset(tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         load_dataset(tmp_path / "nope")
+    with pytest.raises(InputError, match="no dataset root given"):
+        load_dataset("")  # not the current directory
 
 
 def test_partial_market_names_missing_folder(tmp_path: Path) -> None:
