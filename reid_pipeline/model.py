@@ -215,8 +215,9 @@ class ReIDModel(nn.Module):
             return loss
 
         opt.step(closure)
-        a = float(p[0]) / float(sd)
-        c = float(p[1]) - a * float(mu)
+        fitted = p.detach()
+        a = float(fitted[0]) / float(sd)
+        c = float(fitted[1]) - a * float(mu)
         self.platt_a.fill_(a)
         self.platt_c.fill_(c)
         self.calibrated.fill_(True)
