@@ -17,7 +17,12 @@ def register(sub: Any) -> None:
                        description="Train backbone + adapter + dissimilarity classifier on a "
                        "Market-1501 / DukeMTMC-reID / MSMT17 / pid_cam folder dataset.")
     add_common(p)
-    a = p.add_argument
+
+    def a(flag: str, **kw: Any) -> None:
+        if "action" not in kw and "choices" not in kw:
+            kw.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+        p.add_argument(flag, **kw)
+
     a("--data", dest="cfg__train__data", help="dataset root (key train.data)")
     a("--out", dest="cfg__train__out", help="output folder: checkpoints, metrics.csv, tb/ "
       "(key train.out)")
