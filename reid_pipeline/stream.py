@@ -1,4 +1,4 @@
-"""The live loop: many RTSP cameras -> the pipeline's step -> identity events, status, alerts.
+"""The live loop: many RTSP cameras -> the pipeline's stages -> identity events, status, alerts.
 
 Why it is shaped like this:
 
@@ -8,11 +8,12 @@ Why it is shaped like this:
   for the other cameras, so frames of several cameras go to the detector in one call (and
   all crops of a step to the embedder in one call) without a slow or dead camera holding
   the others back.
-* **The step is the pipeline's.** Detection, tracking, embedding, matching and the gallery
-  writes are ``Pipeline.step`` - the same code ``reid process`` runs - so a live camera and a
-  recorded one give the same identities. This module only adds what is live-specific:
-  frame gathering, events, the watch list, status lines, signals.
-* **Events** are emitted by the pipeline's event hook: ``provisional`` while a tracklet
+* **The stages are the pipeline's.** ``LiveSteps`` drives ``Pipeline``'s own detector call
+  and trackers (``detect_and_track``), provisional cadence, matcher and commit - the code
+  ``reid process`` runs - so a live camera and a recorded one give the same identities.
+  What is live-specific lives here: frame gathering, committing each finished tracklet at
+  once, a crop-embedding cache, events, the watch list, status lines, signals.
+* **Events** come from ``LiveSteps``: ``provisional`` while a tracklet
   grows (every ``stream.provisional_every`` frames), ``confirmed`` once it ended and was
   committed to the gallery. Each says whether the identity is ``new`` or ``known``, carries
   ``alert: true`` when the identity is on the watch list, and records the capture time of
@@ -21,7 +22,8 @@ Why it is shaped like this:
 * **Stopping** (SIGINT/SIGTERM or ``stream.duration_s``): readers stop, the in-flight step
   finishes, open tracklets are closed and committed, and ``run`` returns normally (the
   command exits 0). Gallery writes are transactions, so a process killed outright loses
-  only the uncommitted step, never committed work.
+  only the tracklets still open, never committed work (a ``confirmed`` event is written
+  only after its commit).
 """
 
 from __future__ import annotations
