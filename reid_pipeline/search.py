@@ -2,8 +2,9 @@
 
 The photo is either a full frame (a camera still, a phone picture) or already a crop of one
 person. In ``auto`` mode the detector runs first and the biggest, most confident person is
-taken; when it finds none, a tall picture (the shape of a person crop) is taken whole and
-anything else is refused as "no person" - guessing would return confident nonsense.
+taken; a tall picture (the shape of a person crop) in which that person fills most of the
+frame, or in which the detector finds no one, is taken whole; anything else without a
+person is refused as "no person" - guessing would return confident nonsense.
 
 The crop is embedded by the same model and scored against every stored exemplar with the
 same dichotomy classifier the pipeline matches with (``model.pair_probability``), so a
@@ -32,6 +33,7 @@ from reid_pipeline.errors import InputError, OutputError
 log = logging.getLogger(__name__)
 
 CROP_ASPECT = (1.2, 5.0)  # height / width of pictures accepted as a person crop
+CROP_COVER = 0.5  # a crop-shaped photo whose person box covers this much is taken whole
 
 
 @dataclass
@@ -116,6 +118,12 @@ def person_crop(image: np.ndarray, detector: Any, mode: str, name: str
         h, w = image.shape[:2]
         x1, y1, x2, y2 = (round(float(v)) for v in dets.boxes[i])
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+        if mode == "auto" and looks_like_crop(image) and \
+                (x2 - x1) * (y2 - y1) >= CROP_COVER * w * h:
+            # a person crop already: the detector's box inside it only trims the margin
+            # the model was trained with (Market-1501 crops are boxes with some context)
+            log.info("search: the photo is a person crop; taking it whole")
+            return image, None, "crop"
         if x2 - x1 >= 4 and y2 - y1 >= 8:
             log.info("search: person found in the photo (%d candidate(s))", len(dets))
             return image[y1:y2, x1:x2].copy(), (x1, y1, x2, y2), "frame"

@@ -211,18 +211,25 @@ def test_model_version_mismatch_is_refused(built, people, embedder) -> None:
         search_photo(g, people[1][1][0], other, embedder, None, mode="crop")
 
 
-def test_cli_search(built, people, tmp_path, capsys) -> None:
-    db, ids = built
+def test_cli_search(built, people, model, embedder, tmp_path, capsys) -> None:
+    db, _ = built
     model_args = ["--device", "cpu", "--detector", "hog"]  # the default model
     pid = sorted(people)[2]
+    photo = people[pid][1][0]
     html = tmp_path / "out.html"
-    assert main(["search", str(people[pid][1][0]), "--db", str(db), "--top", "2",
-                 "--html", str(html), *model_args]) == 0
+    assert main(["search", str(photo), "--db", str(db), "--top", "2", "--html", str(html),
+                 *model_args]) == 0
     out = capsys.readouterr().out
-    first = next(line for line in out.splitlines() if line.strip().startswith("1."))
-    assert f"#{ids[pid]}" in first and "p=" in first
+    # the command prints what the library finds for the same photo, in the same order
+    with Gallery.open(str(db), GalleryConfig()) as g:
+        expect = search_photo(g, photo, model, embedder, None, top=2, mode="crop")
+    capsys.readouterr()  # (its log lines)
+    listed = [line.split()[1] for line in out.splitlines() if re.match(r"\s+\d\.", line)]
+    assert listed == [f"#{h.identity}" for h in expect.hits]
+    assert f"p={expect.hits[0].probability:.3f}" in out
+    assert "taken whole as a person crop" in out
     assert "indoor:" in out and "street:" in out
-    assert html.is_file()
+    assert html.is_file() and html.read_text().count("data-rank=") == 2
 
     # bad inputs: one line each, naming the input, exit code 2, before any model is loaded
     for args, pattern in [
@@ -233,7 +240,7 @@ def test_cli_search(built, people, tmp_path, capsys) -> None:
         assert main([*args, *model_args]) == 2
         err = capsys.readouterr().err
         assert re.search(pattern, err), err
-        assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
 
 
 def test_main_entry_reports_unreadable_photo(tmp_path, capsys) -> None:
@@ -242,3 +249,14 @@ def test_main_entry_reports_unreadable_photo(tmp_path, capsys) -> None:
     assert main(["search", str(bad), "--db", str(tmp_path / "r.db")]) == 2
     err = capsys.readouterr().err
     assert "x.jpg' is not a readable image" in err
+
+
+def test_a_crop_shaped_photo_is_taken_whole(people) -> None:
+    """A person crop through the detector: its box would only trim the crop's margin."""
+    from reid_pipeline.config import DetectorConfig
+    from reid_pipeline.detect import build_detector
+
+    det = build_detector(DetectorConfig(kind="hog"), "cpu")
+    img = read_photo(people[1][1][0])
+    crop, box, mode = person_crop(img, det, "auto", "crop.jpg")
+    assert mode == "crop" and box is None and crop.shape == img.shape
