@@ -31,9 +31,10 @@ def demo_model_config() -> dict[str, object]:
             "height": 64, "width": 32}
 
 
-def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 100, per_camera: int = 8,
-                       epochs: int = 12, seed: int = 1000, work: Path | None = None,
-                       time_limit_s: float = 1500.0) -> dict[str, object]:
+def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 120, per_camera: int = 10,
+                       epochs: int = 40, seed: int = 1000, work: Path | None = None,
+                       time_limit_s: float = 1500.0,
+                       extra: dict[str, object] | None = None) -> dict[str, object]:
     """Generate the training crops, train, export fp16 to ``out``, write the model card."""
     from reid_pipeline.scene import make_crops_dataset
     from reid_pipeline.train.loop import Trainer
@@ -43,11 +44,12 @@ def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 100, per_camer
     overrides: dict[str, object] = {f"model.{k}": v for k, v in demo_model_config().items()}
     overrides.update({
         "device": "cpu", "train.data": str(data), "train.epochs": epochs, "train.p": 16,
-        "train.k": 4, "train.lr": 2e-3, "train.warmup_epochs": 1, "train.eval_every": 4,
+        "train.k": 4, "train.lr": 2e-3, "train.warmup_epochs": 1, "train.eval_every": 5,
         "train.workers": 2, "train.val_ids": 10, "train.seed": 0, "train.amp": "off",
         "train.channels_last": False, "train.out": str(tmp / "run"), "train.pad": 2,
         "train.time_limit_s": time_limit_s,
     })
+    overrides.update(extra or {})
     cfg: Config = load_config(None, overrides)
     import torch
 
@@ -81,13 +83,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEMO_CHECKPOINT))
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--people", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--people", type=int, default=120)
     ap.add_argument("--work", default="")
+    ap.add_argument("--per-camera", type=int, default=10)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key of the training run")
     a = ap.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
-    card = train_demo_weights(Path(a.out), people=a.people, epochs=a.epochs,
-                              work=Path(a.work) if a.work else None)
+    from reid_pipeline.config import parse_set
+
+    card = train_demo_weights(Path(a.out), people=a.people, per_camera=a.per_camera,
+                              epochs=a.epochs, work=Path(a.work) if a.work else None,
+                              extra=dict(parse_set(x) for x in a.set))
     print(json.dumps(card["result"], indent=1, default=str))
 
 

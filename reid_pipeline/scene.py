@@ -512,9 +512,13 @@ def make_crops_dataset(root: str | Path, people: int = 120, per_camera: int = 8,
                 box = _composite(frame, rgb, alpha, x0, max(0, y0))
                 if box is None:
                     continue
+                # every image gets its own light (gain, colour cast, gamma): identity must be
+                # learnt from clothing and shape, not from the camera's colour rendering
+                cast = tuple(float(v) for v in rng.uniform(0.82, 1.18, 3))
                 light = CameraStyle(style.name, style.background, style.person_height,
-                                    gain=style.gain * float(rng.uniform(0.85, 1.15)),
-                                    cast=style.cast, gamma=style.gamma, noise=style.noise)
+                                    gain=float(rng.uniform(0.6, 1.2)),
+                                    cast=cast,  # type: ignore[arg-type]
+                                    gamma=float(rng.uniform(0.8, 1.25)), noise=style.noise)
                 frame = apply_light(frame, light, rng)
                 x1, y1, x2, y2 = box
                 bw, bh = x2 - x1, y2 - y1
