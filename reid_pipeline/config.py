@@ -129,9 +129,10 @@ class MatchConfig:
     exemplars: int = 5  # diverse embeddings kept per identity
     use_triton: bool = True  # Triton scoring kernel on CUDA; torch reference otherwise
     # tracklet->identity probability: mean over the tracklet's crops of each crop's best
-    # exemplar probability ("crop_best_mean"), or the best exemplar probability of the
-    # tracklet's mean embedding ("mean_embedding", cheaper, blurs pose changes)
-    tracklet_score: Literal["crop_best_mean", "mean_embedding"] = "crop_best_mean"
+    # exemplar probability ("crop_best_mean"), mean over all crop x exemplar pairs
+    # ("pair_mean": less optimistic, fewer wrong merges in large galleries), or the best
+    # exemplar probability of the tracklet's mean embedding ("mean_embedding", cheapest)
+    tracklet_score: Literal["crop_best_mean", "pair_mean", "mean_embedding"] = "crop_best_mean"
     max_pairs: int = 64_000_000  # crop x exemplar scores per score_fn call (memory bound)
     # large galleries: rank identities by the tracklet's mean embedding first, score crops
     # only against the best this many (0: always score every identity crop by crop)

@@ -265,3 +265,13 @@ def test_stored_exemplars_skip_a_tracklets_odd_crops(tmp_path: Path) -> None:
         _, stored = g.exemplars("m1")
         assert len(stored) == 5
         assert np.abs(stored - person).sum(axis=1).max() < 2.0  # none of the odd crops
+
+
+def test_pair_mean_averages_over_all_exemplars() -> None:
+    m = matcher_with({1: np.stack([unit(0), unit(2)])}, threshold=0.5)
+    crops = np.concatenate([mixed(a=0.9), mixed(c=0.7)])
+    m.cfg.tracklet_score = "pair_mean"  # (0.9 + 0 + 0 + 0.7) / 4 = 0.4 < threshold
+    (a,) = m.match([q("c", 0, 1, crops, "t")])
+    assert a.is_new and a.best_existing == pytest.approx(0.4)
+    m.cfg.threshold = 0.35
+    assert m.match([q("c", 0, 1, crops, "t")])[0].identity_id == 1

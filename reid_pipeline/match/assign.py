@@ -8,6 +8,10 @@ The tracklet-to-identity probability (config ``match.tracklet_score``):
   each term is a calibrated probability and so is their mean; a bad crop (occlusion, blur)
   moves the mean by 1/n instead of deciding alone, and the diverse exemplars let a
   back-view crop find the identity's back view.
+* ``pair_mean``: the mean over all (crop, exemplar) pairs of the identity. No max, so less
+  optimistic: with many identities the best of several exemplars is often a stranger's
+  look-alike. On real Market-1501 test identities (docs/benchmarks.md) it merges different
+  people far less at the same threshold.
 * ``mean_embedding``: one probability per exemplar for the tracklet's mean embedding, best
   exemplar per identity. n_crops times cheaper; the mean of embeddings is not an image the
   classifier was calibrated on, so its probabilities are less trustworthy.
@@ -153,9 +157,10 @@ class IdentityMatcher:
 
         step = max(1, int(self.cfg.max_pairs // max(1, g.shape[0])))
         out = torch.zeros(q.shape[0], k, dtype=torch.float32, device=g.device)
+        reduce = "mean" if self.cfg.tracklet_score == "pair_mean" else "amax"
         for i in range(0, q.shape[0], step):
             p = self.score_fn(q[i:i + step], g).float()
-            out[i:i + step].scatter_reduce_(1, owner.expand(p.shape[0], -1), p, reduce="amax",
+            out[i:i + step].scatter_reduce_(1, owner.expand(p.shape[0], -1), p, reduce=reduce,
                                             include_self=False)
         return out
 
