@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from reid_pipeline.errors import CheckpointError
-from reid_pipeline.match.scoring import dichotomy_scores
+from reid_pipeline.match.scoring import score_pairs
 
 if TYPE_CHECKING:
     from reid_pipeline.config import Config, ModelConfig
@@ -120,6 +120,9 @@ class ReIDModel(nn.Module):
         self.register_buffer("platt_c", torch.tensor(0.0))
         self.register_buffer("calibrated", torch.tensor(False))
         self._version: str | None = None
+        # "torch": the fp32 reference (evaluation, training); serving sets "auto" when
+        # match.use_triton is on, so CUDA scores go through the Triton kernel
+        self.scoring_backend = "torch"
         self.source = "new"
 
     # ------------------------------------------------------------------ description
@@ -166,7 +169,8 @@ class ReIDModel(nn.Module):
     # ------------------------------------------------------------------ pair classifier
     def pair_scores(self, e_q: torch.Tensor, e_g: torch.Tensor) -> torch.Tensor:
         """Classifier score for every (query, gallery) pair, (Nq, Ng); higher = same person."""
-        return dichotomy_scores(e_q, e_g, self.w.detach(), self.b.detach())
+        return score_pairs(e_q, e_g, self.w.detach(), self.b.detach(),
+                           backend=self.scoring_backend)
 
     def pair_probability(self, e_q: torch.Tensor, e_g: torch.Tensor) -> torch.Tensor:
         """Calibrated P(same person) = sigmoid(a * s + c) for every pair, (Nq, Ng)."""

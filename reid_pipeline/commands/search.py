@@ -63,6 +63,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     with open_existing(db, cfg) as gallery:
         device = resolve_device(cfg.device)
         model = load_model(cfg.model.checkpoint, cfg.model, device)
+        model.scoring_backend = "auto" if cfg.match.use_triton else "torch"
         embedder = Embedder(model, device, batch=1, half=cfg.model.half)
         detector = None
         if cfg.search.mode != "crop":
