@@ -220,7 +220,7 @@ class Pipeline:
             tracker = CameraTracker(inp.camera, self.cfg.tracker, float(src.fps),
                                     first_track_id=int(getattr(start, "next_track_id", 1)))
             run = _CameraRun(inp, src, tracker, source_id, 0, cs)
-            run.bar = _bar(inp.camera, src.frame_count, resume)
+            run.bar = _bar(inp.camera, src.frame_count, resume, position=len(runs))
             runs.append(run)
         self._pending: list[_Pending] = []
         try:
@@ -364,12 +364,14 @@ class Pipeline:
         log.debug("committed %d tracklets; resume points %s", len(ready), points)
 
 
-def _bar(camera: str, total: int | None, initial: int) -> Any:
-    """A tqdm bar per camera (utils.progress wraps iterables; here frames arrive in steps)."""
+def _bar(camera: str, total: int | None, initial: int, position: int = 0) -> Any:
+    """A tqdm bar per camera, one line each (utils.progress wraps iterables; here frames
+    arrive in steps)."""
     from tqdm.auto import tqdm
 
     return tqdm(desc=camera, total=total, initial=initial, unit="frame", dynamic_ncols=True,
-                leave=False, disable=os.environ.get("REID_NO_PROGRESS") == "1")
+                leave=False, position=position,
+                disable=os.environ.get("REID_NO_PROGRESS") == "1")
 
 
 def _bar_update(bar: Any) -> None:
