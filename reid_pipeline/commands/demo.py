@@ -24,9 +24,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="offline demo: generated two-camera scene, end to end",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--people", dest="cfg__output__demo_people", type=int,
+    p.add_argument("--people", dest="cfg__output__demo_people", type=int, metavar="N",
                    help="people in the generated scene (key: output.demo_people)")
-    p.add_argument("--seed", dest="cfg__output__demo_seed", type=int,
+    p.add_argument("--seed", dest="cfg__output__demo_seed", type=int, metavar="N",
                    help="scene seed (key: output.demo_seed)")
     add_process_options(p)
     add_common(p)
