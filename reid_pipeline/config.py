@@ -125,14 +125,18 @@ class ModelConfig:
 
 @dataclass
 class MatchConfig:
-    threshold: float = 0.5  # calibrated probability above which a tracklet joins an identity
+    # calibrated probability above which a tracklet joins an identity. The calibration is
+    # balanced (p = 0.5: as likely a match as not for ONE pair); a tracklet is scored against
+    # every identity, so 0.5 merges strangers (Market dev: 75 people -> 14 identities).
+    # pair_mean at 0.8 gave the best B-cubed F there (0.63; docs/benchmarks.md)
+    threshold: float = 0.8
     exemplars: int = 5  # diverse embeddings kept per identity
     use_triton: bool = True  # Triton scoring kernel on CUDA; torch reference otherwise
     # tracklet->identity probability: mean over the tracklet's crops of each crop's best
     # exemplar probability ("crop_best_mean"), mean over all crop x exemplar pairs
     # ("pair_mean": less optimistic, fewer wrong merges in large galleries), or the best
     # exemplar probability of the tracklet's mean embedding ("mean_embedding", cheapest)
-    tracklet_score: Literal["crop_best_mean", "pair_mean", "mean_embedding"] = "crop_best_mean"
+    tracklet_score: Literal["crop_best_mean", "pair_mean", "mean_embedding"] = "pair_mean"
     max_pairs: int = 64_000_000  # crop x exemplar scores per score_fn call (memory bound)
     # large galleries: rank identities by the tracklet's mean embedding first, score crops
     # only against the best this many (0: always score every identity crop by crop)

@@ -156,6 +156,7 @@ class Pipeline:
         device = resolve_device(cfg.device)
         out = Path(out_dir)
         model = load_model(checkpoint or cfg.model.checkpoint, cfg.model, device)
+        model.scoring_backend = "auto" if cfg.match.use_triton else "torch"
         model.eval()
         detector = build_detector(cfg.detector, device, cameras=cameras)
         # the input size the model was built (trained) for, not the config's default

@@ -47,11 +47,13 @@ def mixed(**weights: float) -> np.ndarray:
 
 
 def matcher_with(identities: dict[int, np.ndarray], threshold: float = 0.5,
-                 score_fn=dot_prob) -> IdentityMatcher:  # type: ignore[no-untyped-def]
+                 score_fn=dot_prob,  # type: ignore[no-untyped-def]
+                 tracklet_score: str = "crop_best_mean") -> IdentityMatcher:
     cache = ExemplarCache(None, "m")
     for iid, vecs in identities.items():
         cache.set_identity(iid, vecs)
-    return IdentityMatcher(score_fn, cache, MatchConfig(threshold=threshold))
+    return IdentityMatcher(score_fn, cache, MatchConfig(threshold=threshold,
+                                                        tracklet_score=tracklet_score))
 
 
 def q(camera: str, start: float, end: float, emb: np.ndarray, key: object) -> MatchQuery:

@@ -8,7 +8,7 @@ from reid_pipeline.errors import ConfigError
 def test_defaults_validate():
     cfg = load_config()
     assert cfg.detector.kind == "auto"
-    assert cfg.match.threshold == 0.5
+    assert cfg.match.threshold == 0.8 and cfg.match.tracklet_score == "pair_mean"
 
 
 def test_override_coerces_types():
@@ -54,3 +54,15 @@ def test_redaction():
     assert redact_url("postgresql+psycopg://u:p@127.0.0.1/test") == \
         "postgresql+psycopg://***@127.0.0.1/test"
     assert redact_url("rtsp://cam/live") == "rtsp://cam/live"
+
+
+def test_default_yaml_lists_every_key_with_its_default():
+    """configs/default.yaml is the documented template: it must hold exactly the schema."""
+    from pathlib import Path
+
+    import yaml
+
+    from reid_pipeline.config import Config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert yaml.safe_load(path.read_text()) == Config().to_dict()
