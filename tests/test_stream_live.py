@@ -267,19 +267,24 @@ def _rss_kb(pid: int) -> int:
 
 def test_soak_four_streams_flat_memory(scene: dict[str, str], config: Path,
                                        tmp_path: Path) -> None:
-    """A bounded soak (REID_SOAK_S seconds, default 40): 4 cameras, memory must stay flat."""
-    soak_s = float(os.environ.get("REID_SOAK_S", "40"))
+    """A bounded soak (REID_SOAK_S seconds, default 60): 4 cameras, memory must stay flat."""
+    soak_s = float(os.environ.get("REID_SOAK_S", "60"))
     servers = [RtspTestServer(scene["lobby" if i % 2 == 0 else "street"], path=f"/c{i}",
                               width=480, height=272).start() for i in range(4)]
     out = tmp_path / "soak"
     out.mkdir()
+    launched = time.monotonic()
     proc = reid_stream([s.url for s in servers] + ["--duration", str(soak_s)], config, out)
     samples: list[tuple[float, int]] = []
+    streaming: list[int] = []  # RSS while the cameras stream (not the final flush)
     try:
         assert wait_for_file_text(out / "events.jsonl", '"camera"', 150, proc), "no events"
         t0 = time.monotonic()
         while proc.poll() is None:
-            samples.append((time.monotonic() - t0, _rss_kb(proc.pid)))
+            now = time.monotonic()
+            samples.append((now - t0, _rss_kb(proc.pid)))
+            if now - launched < soak_s - 1.0:
+                streaming.append(samples[-1][1])
             time.sleep(1.0)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -289,7 +294,9 @@ def test_soak_four_streams_flat_memory(scene: dict[str, str], config: Path,
         for s in servers:
             s.stop()
     assert proc.returncode == 0, stderr[-3000:]
-    rss = [kb for _, kb in samples if kb > 0]
+    # the steady state is what must stay flat: once --duration ends the stream closes every
+    # open tracklet and embeds all their crops at once, a transient that is not a leak
+    rss = [kb for kb in streaming if kb > 0]
     assert len(rss) >= 10, samples
     third = max(1, len(rss) // 3)
     warm, end = max(rss[third:2 * third]), max(rss[-third:])
