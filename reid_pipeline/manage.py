@@ -453,15 +453,12 @@ class GalleryManager:
             self._prune_empty_dirs({orig.parent for orig, _ in trash.moved})
 
     def _prune_empty_dirs(self, dirs: Iterable[Path]) -> None:
+        from reid_pipeline.gallery.repository import _prune_empty
+
         assert self.crops_dir is not None
         root = self.crops_dir.resolve()
         for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-            while d != root and root in d.parents:
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
-                d = d.parent
+            _prune_empty(d, root)  # deepest first, so emptied parents go too
 
     def _erase_rows(self, s: Session, table: Table, ids: list[Any], res: Result,
                     trash: _Trash | None) -> None:

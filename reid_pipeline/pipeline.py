@@ -137,7 +137,6 @@ class Pipeline:
         self.model = model
         self.gallery = gallery
         self.matcher = matcher
-        self.provisional: dict[tuple[str, int], tuple[int | None, float | None]] = {}
         self._stop: Callable[[], bool] | None = None
 
     # ------------------------------------------------------------------ construction
@@ -307,8 +306,15 @@ class Pipeline:
                     due.append((r, t))
         return due
 
+    @staticmethod
+    def forget_ended(finished: Sequence[tuple[_CameraRun, Tracklet]]) -> None:
+        """Drop the provisional cadence of ended tracks, so week-long runs stay bounded."""
+        for r, t in finished:
+            r.last_provisional.pop(t.track_id, None)
+
     def _embed_and_match(self, finished: list[tuple[_CameraRun, Tracklet]],
                          provisional: list[tuple[_CameraRun, Tracklet]]) -> None:
+        self.forget_ended(finished)
         keep = [(r, t) for r, t in finished if len(t.boxes) >= self.cfg.tracker.min_length]
         jobs = keep + provisional
         crops = [c for _, t in jobs for c in t.crops]
@@ -326,7 +332,6 @@ class Pipeline:
             elif len(vec):
                 ident, score = self.matcher.peek(r.camera, t, vec) if hasattr(
                     self.matcher, "peek") else (None, None)
-                self.provisional[(r.camera, t.track_id + r.track_offset)] = (ident, score)
                 log.debug("camera %s track %d: provisional identity %s (p=%s)", r.camera,
                           t.track_id, ident, score)
 

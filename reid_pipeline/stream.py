@@ -402,8 +402,7 @@ class LiveSteps:
         done = {(r.camera, t.track_id) for r, t in finished}
         if done:  # forget per-track state of ended tracks: a live run must not grow for ever
             self._emb = {k: v for k, v in self._emb.items() if k[:2] not in done}
-            for r, t in finished:
-                r.last_provisional.pop(t.track_id, None)
+            p.forget_ended(finished)
         if not p._pending:
             return
         before = list(p._pending)

@@ -33,8 +33,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_process_options(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``process`` and ``demo``; each is a config key."""
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Flags of every command that runs the pipeline (process, demo, stream); each a config key."""
     p.add_argument("--out", dest="cfg__output__out", metavar="DIR", help="output folder (key: output.out)")
     p.add_argument("--db", dest="cfg__gallery__db", metavar="URL",
                    help="gallery database: SQLAlchemy URL or file (key: gallery.db; "
@@ -43,13 +43,18 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
                    help="auto, yolo, hog or mot (key: detector.kind)")
     p.add_argument("--weights", dest="cfg__detector__weights", metavar="FILE",
                    help="YOLO weights file or name (key: detector.weights)")
-    p.add_argument("--mot-det", dest="cfg__detector__mot_det", metavar="DET_TXT[,..]",
-                   help="MOTChallenge det.txt per camera, comma separated (key: detector.mot_det)")
     p.add_argument("--checkpoint", dest="cfg__model__checkpoint", metavar="FILE",
                    help="ReID checkpoint: ours or a torchreid zoo state_dict "
                         "(key: model.checkpoint)")
     p.add_argument("--threshold", dest="cfg__match__threshold", metavar="P", type=float,
                    help="match probability threshold (key: match.threshold)")
+
+
+def add_process_options(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``process`` and ``demo``; each is a config key."""
+    add_run_options(p)
+    p.add_argument("--mot-det", dest="cfg__detector__mot_det", metavar="DET_TXT[,..]",
+                   help="MOTChallenge det.txt per camera, comma separated (key: detector.mot_det)")
     p.add_argument("--no-video", dest="cfg__output__video", action="store_const", const=False,
                    help="skip the annotated videos (key: output.video)")
     p.add_argument("--no-html", dest="cfg__output__html", action="store_const", const=False,

@@ -50,18 +50,9 @@ def register(sub: Any) -> None:
     p.add_argument("--status-every", dest="cfg__stream__status_every_s", type=float,
                    metavar="S", help="seconds between status lines, 0: none "
                    "(key: stream.status_every_s)")
-    p.add_argument("--out", dest="cfg__output__out", metavar="DIR", help="output folder (key: output.out)")
-    p.add_argument("--db", dest="cfg__gallery__db", metavar="URL",
-                   help="gallery database: SQLAlchemy URL or file (key: gallery.db; "
-                        "default <out>/reid.db)")
-    p.add_argument("--detector", dest="cfg__detector__kind", metavar="KIND",
-                   help="auto, yolo or hog (key: detector.kind)")
-    p.add_argument("--weights", dest="cfg__detector__weights", metavar="FILE",
-                   help="YOLO weights file or name (key: detector.weights)")
-    p.add_argument("--checkpoint", dest="cfg__model__checkpoint", metavar="PATH",
-                   help="ReID checkpoint (key: model.checkpoint)")
-    p.add_argument("--threshold", dest="cfg__match__threshold", type=float, metavar="P",
-                   help="match probability threshold (key: match.threshold)")
+    from reid_pipeline.commands.process import add_run_options
+
+    add_run_options(p)
     add_common(p)
     p.set_defaults(func=run)
 
