@@ -168,6 +168,33 @@ def create_gallery_engine(url_or_path: str, busy_timeout_s: float,
     return engine, shown, sqlite_file
 
 
+@contextmanager
+def _sqlite_open_lock(engine: Engine) -> Iterator[None]:
+    """Serialise first opens of one SQLite file across threads and processes.
+
+    The SQLite counterpart of PostgreSQL's advisory lock below: switching a fresh file to
+    WAL and migrating it from several connections at once can leave one waiting out the busy
+    timeout. An exclusive ``flock`` on ``<db>-lock`` is held only while ``migrate`` runs;
+    where it cannot be created (read-only folder) opening proceeds without it.
+    """
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    try:
+        import fcntl
+
+        fh = open(f"{path}-lock", "a+")  # noqa: SIM115 - held for the with-block
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
 def migrate(engine: Engine, shown: str, busy_timeout_s: float) -> None:
     """Bring the schema to the newest Alembic revision (a no-op when already there)."""
     from alembic import command
@@ -178,7 +205,7 @@ def migrate(engine: Engine, shown: str, busy_timeout_s: float) -> None:
     acfg = AlembicConfig()
     acfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     head = ScriptDirectory.from_config(acfg).get_current_head()
-    with db_errors(shown, busy_timeout_s):
+    with db_errors(shown, busy_timeout_s), _sqlite_open_lock(engine):
         # read first: an up-to-date gallery opens without taking the write lock, so a report
         # can open it while a long `reid process` is writing (or from a read-only copy)
         with engine.connect() as conn:
