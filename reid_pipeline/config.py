@@ -37,6 +37,22 @@ def _check_device(key: str, value: str) -> None:
 
 
 @dataclass
+class InputConfig:
+    """How recorded inputs are read (``reid process`` / ``reid demo``)."""
+
+    # frames per second for timestamps: 0 = the video's own rate (folders of frames: 10)
+    fps: float = 0.0
+    # a camera whose video breaks off mid-way (truncated/corrupt): "continue" ends that camera
+    # there (everything decoded before is kept) and lets the others finish, then the run
+    # fails naming it; "stop" ends the whole run at once
+    on_error: Literal["continue", "stop"] = "continue"
+
+    def validate(self, p: str) -> None:
+        _check(self.fps == 0 or 0.1 <= self.fps <= 1000, f"{p}.fps",
+               f"must be 0 (the video's own rate) or in [0.1, 1000], got {self.fps}")
+
+
+@dataclass
 class DetectorConfig:
     kind: Literal["auto", "yolo", "hog", "mot"] = "auto"  # auto: YOLO, else HOG with a warning
     weights: str = "yolo11n.pt"  # any ultralytics weights file or model name
@@ -410,6 +426,7 @@ class BenchConfig:
 class Config:
     device: DeviceName = "auto"
     log_level: str = "INFO"
+    input: InputConfig = field(default_factory=InputConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

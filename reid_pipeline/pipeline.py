@@ -52,6 +52,15 @@ class CameraInput:
     camera: str
 
 
+def open_input(inp: CameraInput, cfg: Config | None = None, start_frame: int = 0) -> Any:
+    """Open one input with the run's settings (``input.fps``; ``stream`` for URLs)."""
+    from reid_pipeline.sources import open_source
+
+    fps = cfg.input.fps if cfg is not None and cfg.input.fps > 0 else None
+    return open_source(inp.spec, inp.camera, cfg.stream if cfg is not None else None,
+                       start_frame=start_frame, fps=fps)
+
+
 @dataclass
 class CameraSummary:
     camera: str
@@ -72,6 +81,7 @@ class RunSummary:
     cameras: list[CameraSummary] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    failures: dict[str, str] = field(default_factory=dict)  # camera -> why its input broke off
 
     @property
     def frames(self) -> int:
@@ -113,6 +123,7 @@ class _CameraRun:
         self.summary = summary
         self.next_frame = int(getattr(source, "start_frame", 0))  # first unprocessed
         self.exhausted = False
+        self.failed: SourceError | None = None  # the input broke off (input.on_error=continue)
         self.bar: Any = None
         self.last_provisional: dict[int, int] = {}
 
@@ -172,26 +183,23 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the run
     @staticmethod
-    def open_inputs(inputs: Sequence[CameraInput]) -> list[Any]:
+    def open_inputs(inputs: Sequence[CameraInput], cfg: Config | None = None) -> list[Any]:
         """Open (and so validate) every source before anything is written."""
-        from reid_pipeline.sources import open_source
-
         names = [i.camera for i in inputs]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"camera name(s) {dup} given to more than one input; "
                               "each input needs its own camera")
-        return [open_source(i.spec, i.camera) for i in inputs]
+        return [open_input(i, cfg) for i in inputs]
 
     def run(self, inputs: Sequence[CameraInput],
             stop: Callable[[], bool] | None = None) -> RunSummary:
         """Process every input to its end (or until ``stop()`` is true, or Ctrl-C)."""
-        from reid_pipeline.sources import open_source
         from reid_pipeline.track import CameraTracker
 
         t0 = time.perf_counter()
         summary = RunSummary()
-        probes = self.open_inputs(inputs)
+        probes = self.open_inputs(inputs, self.cfg)
         runs: list[_CameraRun] = []
         for inp, probe in zip(inputs, probes):
             uri = redact_url(getattr(probe, "uri", inp.spec))
@@ -211,7 +219,7 @@ class Pipeline:
                 continue
             if resume > 0:
                 probe.close()
-                src = open_source(inp.spec, inp.camera, start_frame=resume)
+                src = open_input(inp, self.cfg, start_frame=resume)
                 cs.resumed_from = resume
                 log.info("camera %s: resuming at frame %d", inp.camera, resume)
             else:
@@ -238,6 +246,10 @@ class Pipeline:
                 r.source.close()
                 _close_bar(r.bar)
         summary.interrupted = summary.interrupted or any(not r.exhausted for r in runs)
+        for r in runs:
+            if r.failed is not None:
+                summary.interrupted = True
+                summary.failures[r.camera] = str(r.failed)
         summary.seconds = time.perf_counter() - t0
         return summary
 
@@ -254,7 +266,16 @@ class Pipeline:
             frames: list[tuple[_CameraRun, Frame]] = []
             for r in active:
                 for _ in range(per_cam):
-                    fr = next(r.it, None)
+                    try:
+                        fr = next(r.it, None)
+                    except SourceError as e:
+                        if self.cfg.input.on_error == "stop":
+                            raise
+                        # this camera ends here (its frames so far are kept and committed,
+                        # its source stays resumable, not "done"); the others go on
+                        log.error("camera %s: %s; the other cameras go on", r.camera, e)
+                        r.failed = e
+                        fr = None
                     if fr is None:
                         r.exhausted = True
                         break
@@ -347,7 +368,9 @@ class Pipeline:
         ready.sort(key=lambda p: (p.tracklet.first_seen, p.camera))
         ready_ids = {id(p) for p in ready}
         self._pending = [p for p in self._pending if id(p) not in ready_ids]
-        progress_rows = {r.source_id: (points[r.camera], final and r.exhausted) for r in runs}
+        progress_rows = {r.source_id: (points[r.camera],
+                                       final and r.exhausted and r.failed is None)
+                         for r in runs}
         from reid_pipeline.match.assign import MatchQuery
 
         offsets = {r.camera: r.track_offset for r in runs}

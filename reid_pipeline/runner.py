@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reid_pipeline.config import Config
-from reid_pipeline.errors import OutputError
+from reid_pipeline.errors import OutputError, SourceError
 from reid_pipeline.pipeline import CameraInput, Pipeline, RunSummary
 from reid_pipeline.utils import redact_url
 
@@ -79,12 +79,22 @@ def process_videos(cfg: Config, inputs: Sequence[tuple[str, str]], *,
     own = pipeline is None
     if pipeline is None:
         # open the sources first: a missing video fails before weights or database are touched
-        for src in Pipeline.open_inputs(cams):
+        for src in Pipeline.open_inputs(cams, cfg):
             src.close()
         pipeline = Pipeline.build(cfg, out, db=db, cameras=[c.camera for c in cams])
     try:
         summary = pipeline.run(cams, stop=stop)
-        return write_outputs(cfg, pipeline, cams, out, db, summary)
+        result = write_outputs(cfg, pipeline, cams, out, db, summary)
+        if summary.failures:
+            # the other cameras finished and every output is written; the run still fails,
+            # naming the broken input (re-running resumes it where it broke off)
+            cam, why = next(iter(summary.failures.items()))
+            more = len(summary.failures) - 1
+            raise SourceError(f"{why} (camera {cam}; the other cameras finished and the "
+                              f"outputs in {str(out)!r} hold everything decoded"
+                              + (f"; {more} more camera(s) failed, see the log" if more else "")
+                              + ")")
+        return result
     finally:
         if own:
             pipeline.gallery.close()
@@ -112,8 +122,16 @@ def write_outputs(cfg: Config, pipeline: Pipeline, cams: Sequence[CameraInput], 
         except OSError as e:
             raise OutputError(f"output folder {str(vdir)!r}: {e.strerror or e}") from None
         for c in cams:
-            path = write_annotated_video(c.spec, c.camera, g.sightings(camera=c.camera),
-                                         vdir / f"{_safe(c.camera)}.mp4")
+            fps = cfg.input.fps if cfg.input.fps > 0 else None
+            path = vdir / f"{_safe(c.camera)}.mp4"
+            try:
+                write_annotated_video(c.spec, c.camera, g.sightings(camera=c.camera), path,
+                                      fps=fps)
+            except SourceError:
+                if c.camera not in summary.failures:
+                    raise
+                log.warning("annotated video for camera %s ends where its input broke off",
+                            c.camera)
             videos[c.camera] = path
             result.outputs.append(path)
     idents = [i for i in g.identities() if i.tracklets > 0 and names & set(i.cameras)]

@@ -79,6 +79,62 @@ def test_truncated_video_names_file_and_keeps_work(media: dict[str, Path], tmp_p
     assert msg.startswith("error:") and "truncated.mp4" in msg
 
 
+def _avi(path: Path, frames: int) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 64))
+    rng = np.random.default_rng(1)
+    for _ in range(frames):
+        w.write(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    w.release()
+    return path
+
+
+@pytest.mark.parametrize("policy", ["continue", "stop"])
+def test_video_breaking_off_midway_with_other_cameras(policy: str, media: dict[str, Path],
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A camera whose video breaks off mid-way: its decoded frames are kept and the source
+    stays resumable; with input.on_error=continue the other camera still finishes and the
+    outputs are written, with stop the run ends at once. Either way: one error naming it."""
+    cut = _avi(tmp_path / "cut.avi", 60)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    good = _avi(tmp_path / "good.avi", 60)
+    out = tmp_path / "out"
+    rc, msg = _run(["process", str(cut), str(good), "--camera", "dock", "--camera", "gate",
+                    *_base(media, out), "--set", "detector.batch=2",
+                    "--set", f"input.on_error={policy}"], capsys)
+    assert rc == 2 and msg.startswith("error:") and "cut.avi" in msg, msg
+    con = sqlite3.connect(out / "reid.db")
+    rows = dict(con.execute("select c.name, s.frames_processed || ' ' || s.status from "
+                            "sources s join cameras c on c.id = s.camera_id").fetchall())
+    con.close()
+    cut_done, cut_status = rows["dock"].split()
+    assert cut_status != "done" and 10 <= int(cut_done) < 60, rows
+    if policy == "continue":
+        assert rows["gate"] == "60 done", rows
+        assert "camera dock" in msg and "other cameras finished" in msg
+        assert (out / "sightings.csv").is_file() and (out / "videos" / "gate.mp4").is_file()
+    else:
+        assert not rows["gate"].endswith("done"), rows
+
+
+def test_fps_flag_sets_timestamps_of_a_frame_folder(media: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from reid_pipeline.config import load_config
+    from reid_pipeline.pipeline import CameraInput, open_input
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), np.zeros((64, 96, 3), np.uint8))
+    cfg = load_config(None, {"input.fps": 25.0})
+    src = open_input(CameraInput(str(folder), "f"), cfg)
+    assert [f.timestamp for f in src] == pytest.approx([0.0, 0.04, 0.08])
+    rc, msg = _run(["process", str(folder), *_base(media, tmp_path / "out"), "--fps", "0.01"],
+                   capsys)
+    assert rc == 2 and "input.fps" in msg
+
+
 def test_camera_count_mismatch(media: dict[str, Path], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     rc, msg = _run(["process", str(media["good"]), str(media["good"]), "--camera", "lobby",

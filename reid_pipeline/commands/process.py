@@ -55,6 +55,9 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
     add_run_options(p)
     p.add_argument("--mot-det", dest="cfg__detector__mot_det", metavar="DET_TXT[,..]",
                    help="MOTChallenge det.txt per camera, comma separated (key: detector.mot_det)")
+    p.add_argument("--fps", dest="cfg__input__fps", metavar="FPS", type=float,
+                   help="frame rate for timestamps, e.g. of a folder of frames "
+                        "(key: input.fps; default: the video's own, folders 10)")
     p.add_argument("--no-video", dest="cfg__output__video", action="store_const", const=False,
                    help="skip the annotated videos (key: output.video)")
     p.add_argument("--no-html", dest="cfg__output__html", action="store_const", const=False,
