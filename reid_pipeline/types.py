@@ -38,7 +38,7 @@ class Detections:
         return len(self.boxes)
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 

@@ -1,6 +1,5 @@
 import pytest
 
-from reid_pipeline.cli import main
 from reid_pipeline.config import load_config
 from reid_pipeline.errors import ConfigError
 
