@@ -546,13 +546,31 @@ def set_key(cfg: Config, dotted: str, value: Any) -> None:
     _apply(cfg, data, "")
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML with only true/false as booleans (YAML 1.2): YAML 1.1 reads ``off``/``no``/``on``
+    as booleans, so ``train.amp: off`` or ``--set train.amp=off`` would arrive as False."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_YamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != _BOOL]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YamlLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
+
+
+def read_yaml(text: Any) -> Any:
+    """Parse YAML text (or a file object) with the config's rules (see ``_YamlLoader``)."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """Parse ``key=value`` from ``--set``; the value is read as YAML (numbers, lists, bools)."""
     if "=" not in item:
         raise ConfigError(f"--set expects key=value, got {item!r}")
     k, v = item.split("=", 1)
     try:
-        return k.strip(), yaml.safe_load(v) if v != "" else ""
+        return k.strip(), read_yaml(v) if v != "" else ""
     except yaml.YAMLError:
         return k.strip(), v
 
@@ -566,7 +584,7 @@ def load_config(path: str | Path | None = None,
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = read_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
         _apply(cfg, data, "")

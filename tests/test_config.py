@@ -65,3 +65,21 @@ def test_default_yaml_lists_every_key_with_its_default():
 
     path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
     assert yaml.safe_load(path.read_text()) == Config().to_dict()
+
+
+def test_yaml_words_off_no_on_stay_strings(tmp_path):
+    """YAML 1.1 reads off/no/on as booleans; a config key like train.amp=off must arrive as
+    the word, from --set and from a file, while true/false stay booleans."""
+    from reid_pipeline.config import load_config, parse_set
+
+    assert parse_set("train.amp=off") == ("train.amp", "off")
+    assert parse_set("output.video=false") == ("output.video", False)
+    assert parse_set("detector.conf=0.3") == ("detector.conf", 0.3)
+    assert load_config(None, dict([parse_set("train.amp=off")])).train.amp == "off"
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  amp: off\noutput:\n  video: False\n")
+    cfg = load_config(f)
+    assert cfg.train.amp == "off" and cfg.output.video is False
+    f.write_text("output:\n  video: no\n")
+    with pytest.raises(ConfigError, match="output.video"):
+        load_config(f)

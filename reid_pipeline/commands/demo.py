@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
-from reid_pipeline.config import Config, load_config, parse_set
+from reid_pipeline.config import Config, load_config, parse_set, read_yaml
 
 
 def register(sub: Any) -> None:
@@ -54,7 +52,7 @@ def demo_config(args: argparse.Namespace) -> Config:
         load_config(args.config)  # validates the file, names a bad key
         try:
             with open(args.config) as fh:
-                merged.update(_flatten(yaml.safe_load(fh) or {}))
+                merged.update(_flatten(read_yaml(fh) or {}))
         except OSError as e:
             raise ConfigError(f"config file {args.config!r}: {e.strerror or e}") from None
     for name, value in vars(args).items():
