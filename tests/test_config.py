@@ -80,6 +80,8 @@ def test_yaml_words_off_no_on_stay_strings(tmp_path):
     f.write_text("train:\n  amp: off\noutput:\n  video: False\n")
     cfg = load_config(f)
     assert cfg.train.amp == "off" and cfg.output.video is False
-    f.write_text("output:\n  video: no\n")
+    f.write_text("output:\n  video: no\n")  # a boolean key still takes yes/no/on/off
+    assert load_config(f).output.video is False
+    f.write_text("output:\n  video: maybe\n")
     with pytest.raises(ConfigError, match="output.video"):
         load_config(f)
