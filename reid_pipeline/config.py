@@ -98,6 +98,12 @@ class TrackerConfig:
     min_conf: float = 0.3
     border_margin: int = 2  # px; boxes touching the frame border are truncated persons
     max_crops: int = 16  # crops kept per tracklet (spread over its life)
+    # partial boxes: when a tracklet ends, drop crops whose box is shorter than this times
+    # the track's usual height around that moment (80th percentile of the boxes within
+    # +-partial_window frames): a detector window on the legs only or with the head cut off
+    # describes half a person. 0 turns it off; at least half of the crops are always kept
+    partial_ratio: float = 0.85
+    partial_window: int = 5
     min_length: int = 3  # observations; shorter tracklets are noise
     provisional_every: int = 30  # frames: score long tracks provisionally this often
 
@@ -114,6 +120,8 @@ class TrackerConfig:
                "must be > 0 and <= max_aspect")
         _check(0 <= self.min_conf <= 1, f"{p}.min_conf", "must be in [0, 1]")
         _check(self.max_crops >= 1, f"{p}.max_crops", "must be >= 1")
+        _check(0 <= self.partial_ratio < 1, f"{p}.partial_ratio", "must be in [0, 1)")
+        _check(self.partial_window >= 1, f"{p}.partial_window", "must be >= 1")
         _check(self.min_length >= 1, f"{p}.min_length", "must be >= 1")
         _check(self.provisional_every >= 1, f"{p}.provisional_every", "must be >= 1")
 

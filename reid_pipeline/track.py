@@ -157,6 +157,11 @@ class CameraTracker:
     def _finish(self, tid: int) -> None:
         t = self._building.pop(tid).tracklet
         t.finished = True
+        if self.cfg.partial_ratio > 0 and len(t.crops) > 1:
+            keep = partial_crop_mask(t, self.cfg.partial_ratio, self.cfg.partial_window)
+            if not keep.all():
+                t.crops[:] = [c for c, k in zip(t.crops, keep) if k]
+                t.crop_frames[:] = [f for f, k in zip(t.crop_frames, keep) if k]
         if len(t.boxes) >= self.cfg.min_length:
             self._finished.append(t)
         else:
@@ -184,3 +189,26 @@ class CameraTracker:
 
 
 __all__ = ["CameraTracker", "tracker_args"]
+
+
+def partial_crop_mask(t: Tracklet, ratio: float, window: int) -> np.ndarray:
+    """Which of ``t``'s crops to keep: False for a box shorter than ``ratio`` x the 80th
+    percentile of the track's box heights within +-``window`` frames (a partial detection:
+    legs only, head cut off). Heights are compared locally, so a person walking towards the
+    camera is not mistaken for a partial one. At least half the crops (the tallest relative
+    to their neighbourhood) are always kept."""
+    frames = np.array([b.frame_index for b in t.boxes])
+    heights = np.array([b.bbox[3] - b.bbox[1] for b in t.boxes], np.float64)
+    rel = np.ones(len(t.crop_frames))
+    for k, f in enumerate(t.crop_frames):
+        i = int(np.searchsorted(frames, f))
+        if i >= len(frames) or frames[i] != f:
+            continue
+        near = heights[(frames >= f - window) & (frames <= f + window)]
+        rel[k] = heights[i] / max(1e-6, float(np.percentile(near, 80)))
+    keep = rel >= ratio
+    need = (len(rel) + 1) // 2
+    if keep.sum() < need:
+        keep = np.zeros(len(rel), bool)
+        keep[np.argsort(-rel, kind="stable")[:need]] = True
+    return keep

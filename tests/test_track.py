@@ -153,3 +153,42 @@ def test_low_score_detections_extend_tracks_but_do_not_start_them():
     seq += [dets(person(400, 100), conf=0.15)] * 5  # never strong: never a track
     rows = run(t, seq)
     assert all(len(r) == 1 for r in rows[1:10]) and all(len(r) == 0 for r in rows[10:])
+
+
+def test_partial_boxes_are_dropped_from_the_crops():
+    """A detector window on half a person (head cut off) every few frames: those crops go,
+    the full-body ones stay; a person growing as they approach keeps every crop."""
+    t = CameraTracker("cam", TrackerConfig(max_crops=64, partial_ratio=0.85), 10.0)
+    seq = []
+    for i in range(30):
+        box = person(100 + 3 * i, 100)  # 100 px tall
+        if i % 5 == 2:
+            box = (box[0], box[1] + 30, box[2], box[3])  # the top 30 % missing
+        seq.append(dets(box))
+    run(t, seq)
+    (tl,) = t.flush()
+    assert len(tl.boxes) == 30
+    assert tl.crop_frames == [i for i in range(30) if i % 5 != 2]
+    assert all(c.shape[0] == 100 for c in tl.crops)
+
+    grow = CameraTracker("cam", TrackerConfig(max_crops=64, partial_ratio=0.85), 10.0)
+    run(grow, [dets((200.0, 300 - 150 - 4 * i, 240.0 + i, 300.0)) for i in range(30)])
+    (g,) = grow.flush()  # 150 -> 266 px over 30 frames: locally consistent, nothing dropped
+    assert g.crop_frames == list(range(30))
+
+    off = CameraTracker("cam", TrackerConfig(max_crops=64, partial_ratio=0.0), 10.0)
+    run(off, seq)
+    assert off.flush()[0].crop_frames == list(range(30))
+
+
+def test_partial_filter_keeps_at_least_half_of_the_crops():
+    from reid_pipeline.track import partial_crop_mask
+    from reid_pipeline.types import TrackedBox, Tracklet
+
+    tl = Tracklet("cam", 1)
+    heights = [100, 50, 50, 50, 100, 50]  # most boxes look partial next to the tallest
+    tl.boxes = [TrackedBox("cam", i, i / 10, (0.0, 0.0, 40.0, float(h)), 0.9, 1)
+                for i, h in enumerate(heights)]
+    tl.crop_frames = list(range(6))
+    keep = partial_crop_mask(tl, 0.85, 10)
+    assert keep.sum() == 3 and keep[0] and keep[4]
