@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 DEMO_OVERRIDES: dict[str, Any] = {
     # the demo weights' architecture (see demo_weights.demo_model_config)
-    "model.backbone": "osnet_x0_25", "model.embed_dim": 128, "model.height": 64,
-    "model.width": 32,
+    "model.backbone": "osnet_x0_25", "model.embed_dim": 128, "model.activation": "identity",
+    "model.height": 64, "model.width": 32,
     "detector.kind": "hog",  # offline: no YOLO weights can be had
     "tracker.min_length": 3,
 }
