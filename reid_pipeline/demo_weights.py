@@ -3,7 +3,7 @@
 Trained with the project's own trainer (``reid_pipeline.train``) on crops of *generated*
 pedestrians (``scene.make_crops_dataset``, seeds >= 1000; the demo scene uses seed 7, so its
 people are never in training), OSNet x0.25 at 64x32 from random init (no download), on the
-CPU in about 15 minutes (one thread), then exported fp16 (~0.7 MB).
+CPU in about 20 minutes (one thread), then exported fp16 (~0.7 MB).
 
     uv run python -m reid_pipeline.demo_weights            # writes reid_pipeline/weights/demo.pt
 """
@@ -33,8 +33,8 @@ def demo_model_config() -> dict[str, object]:
             "height": 64, "width": 32}
 
 
-def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 300, per_camera: int = 12,
-                       epochs: int = 60, seed: int = 1000, work: Path | None = None,
+def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camera: int = 12,
+                       epochs: int = 40, seed: int = 1000, work: Path | None = None,
                        time_limit_s: float = 1500.0,
                        extra: dict[str, object] | None = None) -> dict[str, object]:
     """Generate the training crops, train, export fp16 to ``out``, write the model card."""
@@ -86,8 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEMO_CHECKPOINT))
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--people", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--people", type=int, default=600)
     ap.add_argument("--work", default="")
     ap.add_argument("--per-camera", type=int, default=12)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
