@@ -174,7 +174,8 @@ def main() -> int:
     ap.add_argument("--val-ids", type=int, default=30)
     ap.add_argument("--runs", default="main,penalty,nohinge,frozen,zoo",
                     help="which runs: main, penalty, nohinge, frozen, main_id, nohinge_id, "
-                    "rsk_cos, rsk_dis, rsk_dis_simix, rsk_dis_big (issue 8)")
+                    "rsk_cos, rsk_dis, rsk_dis_simix, rsk_dis_big, rsk_cos_hinge, main_rsk "
+                    "(issue 8)")
     ap.add_argument("--epochs", type=int, default=0, help="fixed epochs (0: from the speed)")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="seconds after start: stop runs still going and pack what exists")
@@ -228,6 +229,12 @@ def main() -> int:
         "rsk_dis": [*rsk, "--set", "train.rsk_similarity=dissimilarity"],
         "rsk_dis_simix": [*rsk, "--set", "train.rsk_similarity=dissimilarity",
                           "--set", "train.simix=64"],
+        # RS@k on cosine next to the pair classifier's hinge (the classifier stays trained):
+        # the best recipe of the CPU proxy (docs/benchmarks.md, issue 8); and all four losses
+        "rsk_cos_hinge": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-triplet", "0",
+                          "--set", "train.lambda_rsk=1", "--set", "train.rsk_similarity=cosine"],
+        "main_rsk": ["--backbone", a.arch, "--lr", str(a.lr), "--set", "train.lambda_rsk=1",
+                     "--set", "train.rsk_similarity=cosine"],
         # a 512-image batch (P=128 x K=4) in two passes of 128 images
         "rsk_dis_big": [*rsk, "--set", "train.rsk_similarity=dissimilarity", "--set",
                         "train.simix=256", "--set", "train.p=128", "--set", "train.chunk=128"],
