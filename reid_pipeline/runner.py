@@ -121,8 +121,8 @@ def write_outputs(cfg: Config, pipeline: Pipeline, cams: Sequence[CameraInput], 
             vdir.mkdir(exist_ok=True)
         except OSError as e:
             raise OutputError(f"output folder {str(vdir)!r}: {e.strerror or e}") from None
+        fps = cfg.input.fps if cfg.input.fps > 0 else None
         for c in cams:
-            fps = cfg.input.fps if cfg.input.fps > 0 else None
             path = vdir / f"{_safe(c.camera)}.mp4"
             try:
                 write_annotated_video(c.spec, c.camera, g.sightings(camera=c.camera), path,

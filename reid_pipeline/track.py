@@ -188,9 +188,6 @@ class CameraTracker:
         return self.pop_finished()
 
 
-__all__ = ["CameraTracker", "tracker_args"]
-
-
 def partial_crop_mask(t: Tracklet, ratio: float, window: int) -> np.ndarray:
     """Which of ``t``'s crops to keep: False for a box shorter than ``ratio`` x the 80th
     percentile of the track's box heights within +-``window`` frames (a partial detection:
@@ -212,3 +209,6 @@ def partial_crop_mask(t: Tracklet, ratio: float, window: int) -> np.ndarray:
         keep = np.zeros(len(rel), bool)
         keep[np.argsort(-rel, kind="stable")[:need]] = True
     return keep
+
+
+__all__ = ["CameraTracker", "partial_crop_mask", "tracker_args"]
