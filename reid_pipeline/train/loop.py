@@ -29,7 +29,14 @@ import torch
 from reid_pipeline.config import Config
 from reid_pipeline.embed import Embedder, crops_to_batch
 from reid_pipeline.errors import CheckpointError, InputError
-from reid_pipeline.model import ReIDModel, export_fp16, load_model, read_checkpoint, save_checkpoint
+from reid_pipeline.model import (
+    ReIDModel,
+    export_fp16,
+    is_checkpoint,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from reid_pipeline.train.augment import augment_batch
 from reid_pipeline.train.losses import (
     batch_hard_triplet,
@@ -188,9 +195,14 @@ class Trainer:
             init_backbone(model.backbone, m.backbone, resolve_pretrained(m.pretrained, m.backbone))
             log.info("backbone initialised from %s weights", m.pretrained)
         if self.t.init:
-            src = load_model(self.t.init, m, "cpu")
-            model.backbone.load_state_dict(src.backbone.state_dict())
-            log.info("backbone initialised from %s", self.t.init)
+            if is_checkpoint(self.t.init):
+                src = load_model(self.t.init, m, "cpu")
+                model.backbone.load_state_dict(src.backbone.state_dict())
+                log.info("backbone initialised from %s", self.t.init)
+            else:  # a zoo or ImageNet weights file: matched by name, or by position
+                from reid_pipeline.pretrained import init_backbone
+
+                init_backbone(model.backbone, m.backbone, self.t.init)
         if self.t.freeze_backbone:
             for prm in model.backbone.parameters():
                 prm.requires_grad_(False)
