@@ -20,7 +20,7 @@ from reid_pipeline.errors import ReidError
 from reid_pipeline.utils import redact_url, setup_logging
 
 COMMANDS = ["demo", "process", "gallery", "train", "evaluate", "stream", "bench", "report",
-            "search"]
+            "search", "evaluate_mot"]
 
 log = logging.getLogger("reid_pipeline.cli")
 

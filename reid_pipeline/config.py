@@ -36,6 +36,21 @@ def _check_device(key: str, value: str) -> None:
     _check(ok, key, f"must be auto, cpu, cuda or cuda:N, got {value!r}")
 
 
+_FRAMES_RE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
+
+
+def frame_range(text: str, key: str) -> tuple[int, int] | None:
+    """``"A:B"`` (1-based frame numbers, inclusive) -> ``(A, B)``; ``""`` -> ``None``."""
+    if not text.strip():
+        return None
+    m = _FRAMES_RE.fullmatch(text)
+    _check(m is not None, key, f"must be FIRST:LAST (1-based frame numbers), got {text!r}")
+    assert m is not None
+    a, b = int(m.group(1)), int(m.group(2))
+    _check(1 <= a <= b, key, f"needs 1 <= FIRST <= LAST, got {text!r}")
+    return a, b
+
+
 @dataclass
 class InputConfig:
     """How recorded inputs are read (``reid process`` / ``reid demo``)."""
@@ -46,10 +61,13 @@ class InputConfig:
     # there (everything decoded before is kept) and lets the others finish, then the run
     # fails naming it; "stop" ends the whole run at once
     on_error: Literal["continue", "stop"] = "continue"
+    # "A:B": process only frames A..B of every input (1-based, inclusive); "": all
+    frames: str = ""
 
     def validate(self, p: str) -> None:
         _check(self.fps == 0 or 0.1 <= self.fps <= 1000, f"{p}.fps",
                f"must be 0 (the video's own rate) or in [0.1, 1000], got {self.fps}")
+        frame_range(self.frames, f"{p}.frames")
 
 
 @dataclass
@@ -431,6 +449,30 @@ class BenchConfig:
 
 
 @dataclass
+class MotEvalConfig:
+    """``reid evaluate-mot``: MOTChallenge scoring of a sequence (py-motmetrics)."""
+
+    sequence: str = ""  # MOTChallenge sequence folder (seqinfo.ini, gt/gt.txt, img1/)
+    video: str = ""  # run on this video instead of the sequence's img1/ frames
+    scale: float = 1.0  # video size / sequence size (0.625: a 768x576 sequence at 480x360)
+    frames: str = ""  # "A:B": score gt frames A..B only (1-based, inclusive); "": all
+    result: str = ""  # score this MOT-format result file instead of running the pipeline
+    result_identities: str = ""  # with result: a second file scored as "by identity"
+    # the run's detector: "" = detector.kind; "mot" = the sequence's det/det.txt (or
+    # detector.mot_det), converted to the video's size and frames
+    detector: str = ""
+    iou: float = 0.5  # a prediction matches a gt box at IoU >= this
+    gt_format: Literal["auto", "mot15", "mot16"] = "auto"  # auto: 9 columns are MOT16+
+
+    def validate(self, p: str) -> None:
+        _check(0.0 < self.scale <= 100.0, f"{p}.scale", f"must be in (0, 100], got {self.scale}")
+        _check(0.0 < self.iou <= 1.0, f"{p}.iou", f"must be in (0, 1], got {self.iou}")
+        frame_range(self.frames, f"{p}.frames")
+        _check(not self.result_identities or bool(self.result), f"{p}.result_identities",
+               "needs mot_eval.result (the file scored by track)")
+
+
+@dataclass
 class Config:
     device: DeviceName = "auto"
     log_level: str = "INFO"
@@ -448,6 +490,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     manage: ManageConfig = field(default_factory=ManageConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    mot_eval: MotEvalConfig = field(default_factory=MotEvalConfig)
 
     def validate(self) -> None:
         _check_device("device", self.device)

@@ -53,12 +53,23 @@ class CameraInput:
 
 
 def open_input(inp: CameraInput, cfg: Config | None = None, start_frame: int = 0) -> Any:
-    """Open one input with the run's settings (``input.fps``; ``stream`` for URLs)."""
+    """Open one input with the run's settings (``input.fps``, ``input.frames``; ``stream``
+    for URLs)."""
+    from reid_pipeline.config import frame_range
     from reid_pipeline.sources import open_source
 
     fps = cfg.input.fps if cfg is not None and cfg.input.fps > 0 else None
-    return open_source(inp.spec, inp.camera, cfg.stream if cfg is not None else None,
-                       start_frame=start_frame, fps=fps)
+
+    def opener(start: int) -> Any:
+        return open_source(inp.spec, inp.camera, cfg.stream if cfg is not None else None,
+                           start_frame=start, fps=fps)
+
+    part = frame_range(cfg.input.frames, "input.frames") if cfg is not None else None
+    if part is None:
+        return opener(start_frame)
+    from reid_pipeline.sources.range import FrameRangeSource
+
+    return FrameRangeSource(opener, *part, start_frame=start_frame)
 
 
 @dataclass

@@ -102,18 +102,21 @@ def process_videos(cfg: Config, inputs: Sequence[tuple[str, str]], *,
 
 def write_outputs(cfg: Config, pipeline: Pipeline, cams: Sequence[CameraInput], out: Path,
                   db: str, summary: RunSummary) -> ProcessResult:
-    """CSV/JSONL, annotated videos and the HTML report, all read back from the gallery."""
+    """CSV/JSONL, MOT files, annotated videos and the HTML report, all read back from the
+    gallery."""
     from reid_pipeline.report.html import write_html_report
+    from reid_pipeline.report.mot import MotFiles
     from reid_pipeline.report.sightings import write_sightings
     from reid_pipeline.report.video import write_annotated_video
 
     g = pipeline.gallery
     names = {c.camera for c in cams}
     result = ProcessResult(out, db, summary)
-    rows = (s for s in g.sightings() if s.camera in names)
+    mot = MotFiles(out, [c.camera for c in cams])  # <out>/mot/<camera>.{tracks,identities}.txt
+    rows = mot.tee(s for s in g.sightings() if s.camera in names)
     csv_p, jsonl_p, n = write_sightings(rows, out)
     result.sightings = n
-    result.outputs += [csv_p, jsonl_p]
+    result.outputs += [csv_p, jsonl_p, *mot.close()]
     videos: dict[str, Path] = {}
     if cfg.output.video:
         vdir = out / "videos"

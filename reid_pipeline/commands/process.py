@@ -33,14 +33,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Flags of every command that runs the pipeline (process, demo, stream); each a config key."""
+def add_run_options(p: argparse.ArgumentParser, detector_key: str = "detector.kind") -> None:
+    """Flags of every command that runs the pipeline (process, demo, stream); each a config key
+    (``detector_key``: the key ``--detector`` sets; evaluate-mot has its own)."""
     p.add_argument("--out", dest="cfg__output__out", metavar="DIR", help="output folder (key: output.out)")
     p.add_argument("--db", dest="cfg__gallery__db", metavar="URL",
                    help="gallery database: SQLAlchemy URL or file (key: gallery.db; "
                         "default <out>/reid.db)")
-    p.add_argument("--detector", dest="cfg__detector__kind", metavar="KIND",
-                   help="auto, yolo, hog or mot (key: detector.kind)")
+    p.add_argument("--detector", dest="cfg__" + detector_key.replace(".", "__"), metavar="KIND",
+                   help=f"auto, yolo, hog or mot (key: {detector_key})")
     p.add_argument("--weights", dest="cfg__detector__weights", metavar="FILE",
                    help="YOLO weights file or name (key: detector.weights)")
     p.add_argument("--checkpoint", dest="cfg__model__checkpoint", metavar="FILE",
@@ -50,9 +51,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="match probability threshold (key: match.threshold)")
 
 
-def add_process_options(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``process`` and ``demo``; each is a config key."""
-    add_run_options(p)
+def add_process_options(p: argparse.ArgumentParser, detector_key: str = "detector.kind") -> None:
+    """Flags shared by ``process``, ``demo`` and ``evaluate-mot``; each is a config key."""
+    add_run_options(p, detector_key)
     p.add_argument("--mot-det", dest="cfg__detector__mot_det", metavar="DET_TXT[,..]",
                    help="MOTChallenge det.txt per camera, comma separated (key: detector.mot_det)")
     p.add_argument("--fps", dest="cfg__input__fps", metavar="FPS", type=float,
