@@ -252,8 +252,10 @@ def _resolve_registered(arch: str, url: str, src: Any, home: Path) -> Path:
     if packaged is not None:
         log.info("ImageNet weights for %s from the installed package file %s", arch, packaged)
         return packaged
-    where = f" ({target})" if target is not None else ""
-    raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk{where} and this "
+    if target is None:  # no published URL: only the packaged file or a local one will do
+        raise CheckpointError(f"ImageNet weights for {arch!r} are not installed (no download "
+                              f"URL is published for them); {_how_to_get(arch, src, target)}")
+    raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk ({target}) and this "
                           f"machine is offline; {_how_to_get(arch, src, target)}")
 
 

