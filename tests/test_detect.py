@@ -145,7 +145,10 @@ def test_yolo_person_class_filtering():
     assert d.boxes.tolist() == [[0, 0, 10, 20]] and d.scores.tolist() == pytest.approx([0.9])
 
 
-def test_missing_yolo_weights_fall_back_to_hog_with_warning(caplog):
+def test_missing_yolo_weights_fall_back_to_hog_with_warning(caplog, monkeypatch):
+    from reid_pipeline.detect import ssd
+
+    monkeypatch.setattr(ssd, "package_dir", lambda: None)  # SSD: tests/test_detect_ssd.py
     cfg = load_config(overrides={"detector.kind": "auto", "detector.weights": "yolo11n.pt"})
     with caplog.at_level(logging.WARNING):
         det = build_detector(cfg.detector, "cpu")

