@@ -84,6 +84,11 @@ class DetectorConfig:
     batch: int = 16  # frames per detector call, across cameras
     half: bool = True  # fp16 on CUDA
     mot_det: list[str] = field(default_factory=list)  # det.txt per camera, in camera order
+    # det.txt boxes scoring below this, in the file's own units, are dropped before anything
+    # else. Public detections are often raw detector margins (MOT15's ACF: about -0.5..139),
+    # which are squashed to (0, 1) afterwards and then all pass `conf`; on PETS09-S2L1 a raw
+    # 30 keeps recall 0.88 at precision 0.88 (issue 13). 0 keeps every probability-scored box
+    mot_min_score: float = 0.0
     hog_scale: float = 1.05
     hog_min_height: int = 96  # smallest person (px) HOG finds; frames resized by 96/this
     hog_pad: float = 0.15  # border (x frame height) so persons filling the frame fit HOG's window
@@ -142,7 +147,9 @@ class TrackerConfig:
     fuse_score: bool = True  # weigh IoU by detection score when associating
     gmc: Literal["none", "sparseOptFlow", "orb", "ecc"] = "none"  # BoT-SORT camera motion comp.
     # crop quality filter
-    min_height: int = 48
+    # PETS09's people are 40-64 px tall at 480x360: 48 left many tracklets without one crop
+    # (hence without identity); 32 gave IDF1 59.3 by identity vs 56.9 (issue 12)
+    min_height: int = 32
     min_aspect: float = 1.2  # height / width
     max_aspect: float = 5.0
     min_conf: float = 0.3
@@ -179,11 +186,15 @@ class TrackerConfig:
 @dataclass
 class ModelConfig:
     checkpoint: str = "default"  # "default": the bundled checkpoint; or a path (ours or torchreid zoo)
-    backbone: str = "osnet_x1_0"  # torchreid architecture name
+    # any name reid_pipeline.backbones builds: torchvision (tv_mobilenet_v2, tv_resnet50, ...),
+    # efficientnet_lite0..2, or torchreid's (osnet_x1_0, ...); the bundled default's
+    backbone: str = "tv_mobilenet_v2"
     embed_dim: int = 512  # adapter output width
     activation: Literal["relu", "gelu", "identity", "tanh"] = "relu"
-    height: int = 256
-    width: int = 128
+    # training input (our checkpoints carry their own); the default's: Market-1501 crops
+    # are 64x128, so 128x64 is their own resolution at a quarter of 256x128's CPU time
+    height: int = 128
+    width: int = 64
     # backbone init before training: "" none, "imagenet" (torch cache, downloaded when online)
     # or a local weights file (torchvision/timm/torchreid state_dict); see reid_pipeline/pretrained.py
     pretrained: str = ""
@@ -224,9 +235,27 @@ class MatchConfig:
     relink_s: float = 2.0
     relink_dist: float = 0.5
     relink_speed: float = 1.0
-    relink_threshold: float = 0.3
+    relink_threshold: float = 0.5  # PETS09 1-400: 0.5 gave IDF1 60.2 by identity, 0.3 59.3
+    # footage calibration: the threshold rises to this quantile of the probabilities of
+    # tracklet pairs the run itself proves to be two people (one camera, the same time), once
+    # footage_min_pairs are known, at most to footage_max; the last footage_pairs count.
+    # 0 turns it off (match.threshold alone). Off by default: on PETS09 1-400 it raised the
+    # threshold to 0.94 and cost 4 IDF1 points by identity (56.2 vs 60.2) for one fewer
+    # identity holding two people (docs/benchmarks.md, issue 12); 0.95 is the value measured
+    footage_quantile: float = 0.0
+    footage_min_pairs: int = 20
+    footage_max: float = 0.97
+    footage_pairs: int = 2000
 
     def validate(self, p: str) -> None:
+        _check(0.0 <= self.footage_quantile <= 1.0, f"{p}.footage_quantile",
+               f"must be in [0, 1] (0: off), got {self.footage_quantile}")
+        _check(self.footage_min_pairs >= 1, f"{p}.footage_min_pairs",
+               f"must be >= 1, got {self.footage_min_pairs}")
+        _check(0.0 < self.footage_max < 1.0, f"{p}.footage_max",
+               f"is a probability, must be in (0, 1), got {self.footage_max}")
+        _check(self.footage_pairs >= 1, f"{p}.footage_pairs",
+               f"must be >= 1, got {self.footage_pairs}")
         _check(self.relink_s >= 0, f"{p}.relink_s", f"must be >= 0 (0: off), got {self.relink_s}")
         _check(self.relink_dist >= 0, f"{p}.relink_dist", f"must be >= 0, got {self.relink_dist}")
         _check(self.relink_speed >= 0, f"{p}.relink_speed",

@@ -22,8 +22,9 @@ from reid_pipeline.types import Detections, Frame
 log = logging.getLogger(__name__)
 
 
-def load_det_txt(path: str | Path) -> dict[int, Detections]:
-    """Read one det.txt into ``{0-based frame index: Detections}``."""
+def load_det_txt(path: str | Path, min_score: float | None = None) -> dict[int, Detections]:
+    """Read one det.txt into ``{0-based frame index: Detections}``; rows scoring below
+    ``min_score`` (the file's own units) are dropped."""
     p = Path(path)
     name = repr(str(p))
     if not p.is_file():
@@ -54,6 +55,12 @@ def load_det_txt(path: str | Path) -> dict[int, Detections]:
         log.warning("MOT detections file %s has no detections", name)
         return {}
     a = np.asarray(rows, np.float64)
+    if min_score is not None:
+        a = a[a[:, 6] >= min_score]
+        if not len(a):
+            log.warning("MOT detections file %s has no detections scoring >= %s", name,
+                        min_score)
+            return {}
     conf = a[:, 6]
     if conf.min() < 0 or conf.max() > 1:
         conf = 1.0 / (1.0 + np.exp(-conf))
@@ -82,14 +89,15 @@ class MotDetector:
             if len(files) != 1:
                 raise ConfigError(f"config key 'detector.mot_det': {len(files)} files given but "
                                   "the cameras they belong to are unknown")
-            self._any: dict[int, Detections] | None = load_det_txt(files[0])
+            self._any: dict[int, Detections] | None = load_det_txt(files[0], cfg.mot_min_score)
             self._by_camera: dict[str, dict[int, Detections]] = {}
         else:
             if len(files) != len(cameras):
                 raise ConfigError(f"config key 'detector.mot_det': {len(files)} det.txt file(s) "
                                   f"for {len(cameras)} camera(s); give one per camera, in order")
             self._any = None
-            self._by_camera = {cam: load_det_txt(f) for cam, f in zip(cameras, files)}
+            self._by_camera = {cam: load_det_txt(f, cfg.mot_min_score)
+                               for cam, f in zip(cameras, files)}
         self.conf = float(cfg.conf)
 
     def detect(self, frames: Sequence[Frame]) -> list[Detections]:

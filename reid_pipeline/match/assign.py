@@ -32,6 +32,7 @@ themselves with the same rule (the same new person seen by two cameras gets one 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,56 @@ class IdentityMatcher:
         self.cfg = cfg
         # ends of recently committed tracklets, per camera (re-linking; bounded by relink_s)
         self._ends: dict[str, list[_End]] = {}
+        # probabilities of tracklet pairs the footage proves to be two people (one camera,
+        # the same time): this run's impostor distribution (footage calibration)
+        self._impostors: deque[float] = deque(maxlen=max(1, int(cfg.footage_pairs)))
+        self._thr_logged = float(cfg.threshold)
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold in force: ``match.threshold``, raised by the footage
+        calibration to the ``footage_quantile`` of this run's proven impostor pairs once
+        ``footage_min_pairs`` are known (never above ``footage_max``).
+
+        The Platt calibration comes from Market-1501 validation identities; on other
+        footage (low resolution, look-alike clothing, other light) strangers score higher,
+        and a fixed threshold then merges them. Two tracklets seen at the same time in one
+        camera are two people: their scores measure, on this footage, how high a
+        stranger's probability goes."""
+        base = float(self.cfg.threshold)
+        q = float(self.cfg.footage_quantile)
+        if q <= 0 or len(self._impostors) < int(self.cfg.footage_min_pairs):
+            return base
+        level = float(np.quantile(np.fromiter(self._impostors, float), q))
+        thr = max(base, min(float(self.cfg.footage_max), level))
+        if abs(thr - self._thr_logged) >= 0.02:
+            log.info("footage calibration: threshold %.3f (the %.0f%% quantile of %d pairs "
+                     "seen together, hence two people; match.threshold %.2f)", thr, 100 * q,
+                     len(self._impostors), base)
+            self._thr_logged = thr
+        return thr
+
+    @property
+    def relink_bar(self) -> float:
+        """Appearance agreement a re-link needs: ``match.relink_threshold``, raised by the
+        footage calibration to the median proven impostor pair (a link must look more alike
+        than two strangers typically do here)."""
+        base = float(self.cfg.relink_threshold)
+        if self.cfg.footage_quantile <= 0 or len(self._impostors) < int(
+                self.cfg.footage_min_pairs):
+            return base
+        return max(base, min(float(self.cfg.footage_max),
+                             float(np.median(np.fromiter(self._impostors, float)))))
+
+    def _learn_impostors(self, queries: Sequence[MatchQuery]) -> None:
+        """Add the batch's proven impostor pairs (same camera, overlapping in time)."""
+        if self.cfg.footage_quantile <= 0:
+            return
+        for i in range(len(queries)):
+            for j in range(i + 1, len(queries)):
+                a, b = queries[i], queries[j]
+                if _overlap(a, b) and _n(a.embeddings) and _n(b.embeddings):
+                    self._impostors.append(self._agreement(a.embeddings, b.embeddings))
 
     # ------------------------------------------------------------------ scoring
     def _to_device(self, x: Any) -> torch.Tensor:
@@ -253,7 +304,7 @@ class IdentityMatcher:
         """
         import torch
 
-        thr = float(self.cfg.threshold)
+        thr = self.threshold
         groups: list[list[int]] = []
         prob: dict[int, float | None] = {}
         if not left:
@@ -335,7 +386,7 @@ class IdentityMatcher:
         the link rests on space and time alone: exactly ``relink_threshold``, which ranks it
         below any link whose crops agree."""
         if not _n(a) or not _n(b):
-            return float(self.cfg.relink_threshold)
+            return self.relink_bar
         return float(self.score_fn(self._to_device(a), self._to_device(b)).float().mean())
 
     def _links(self, queries: Sequence[MatchQuery]
@@ -351,7 +402,7 @@ class IdentityMatcher:
         chains = [[i] for i in range(n)]
         if self.cfg.relink_s <= 0 or n == 0:
             return chains, {}
-        thr = float(self.cfg.relink_threshold)
+        thr = self.relink_bar
         offers: list[tuple[float, int, Hashable]] = []  # (p, successor, predecessor)
         for i, q in enumerate(queries):
             for j, r in enumerate(queries):
@@ -422,6 +473,7 @@ class IdentityMatcher:
         queries = list(queries)
         if not queries:
             return []
+        self._learn_impostors(queries)
         chains, forced = self._links(queries)
         if all(len(c) == 1 for c in chains) and not forced:
             return self._match(queries, pending, {})
@@ -452,7 +504,7 @@ class IdentityMatcher:
         from scipy.optimize import linear_sum_assignment
 
         n = len(queries)
-        thr = float(self.cfg.threshold)
+        thr = self.threshold
         s, idents = self._scores(queries, *self._gallery(pending))
         has_emb = [bool(_n(q.embeddings)) for q in queries]
         cand = s >= thr

@@ -1,0 +1,111 @@
+"""How well a ReID model separates the tracklets of one real run, labelled by MOT ground truth.
+
+Reads a ``reid process`` output folder with a SQLite gallery (``sightings.csv``, ``reid.db``
+and the crop files it lists),
+labels every track with the ground-truth person its boxes overlap most (IoU >= 0.5), embeds
+each track's crops with the model, and scores every pair of tracks with the matcher's own
+tracklet probability (mean pair probability over the two crop sets, ``pair_mean``). Prints
+the genuine (same person, two tracks) and impostor (two people) distributions and, for
+every threshold, how many wrong merges and missed joins a fixed threshold would make.
+
+    uv run python benchmarks/tracklet_pairs.py RUN_DIR GT.txt SCALE [--checkpoint CK]
+        [--backbone NAME] [--last-frame N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sqlite3
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("gt")
+    ap.add_argument("scale", type=float)
+    ap.add_argument("--checkpoint", default="default")
+    ap.add_argument("--backbone", default="")
+    ap.add_argument("--last-frame", type=int, default=10**9, help="0-based, inclusive")
+    a = ap.parse_args()
+    from reid_pipeline.config import load_config
+    from reid_pipeline.embed import Embedder
+    from reid_pipeline.model import load_model
+
+    gt: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
+    for r in csv.reader(Path(a.gt).read_text().splitlines()):
+        if float(r[6]) > 0:
+            x, y, w, h = (float(v) * a.scale for v in r[2:6])
+            gt[int(r[0]) - 1].append((int(r[1]), [x, y, x + w, y + h]))
+    votes: dict[tuple[str, int], Counter] = defaultdict(Counter)
+    span: dict[tuple[str, int], list[int]] = {}
+    rows = (Path(a.run) / "sightings.csv").read_text().splitlines()
+    for r in csv.DictReader(rows):
+        f = int(r["frame"])
+        if f > a.last_frame:
+            continue
+        key = (r["camera"], int(r["track"]))
+        b = [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
+        best = max(((iou(b, g), pid) for pid, g in gt.get(f, [])), default=(0.0, -1))
+        votes[key][best[1] if best[0] >= 0.5 else -1] += 1
+        s = span.setdefault(key, [f, f])
+        s[0], s[1] = min(s[0], f), max(s[1], f)
+    cfg = load_config(overrides={"model.backbone": a.backbone} if a.backbone else None)
+    model = load_model(a.checkpoint, cfg.model, "cpu")
+    emb = Embedder(model, "cpu", batch=64, half=False)
+    # crop files are filed by gallery tracklet row: map (camera, track) to them
+    con = sqlite3.connect(str(Path(a.run) / "reid.db"))
+    files: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for cam, track, path in con.execute(
+            "SELECT cameras.name, tracklets.track_id, crops.path FROM crops JOIN tracklets ON "
+            "crops.tracklet_id = tracklets.id JOIN cameras ON tracklets.camera_id = cameras.id"):
+        files[(cam, int(track))].append(str(Path(a.run) / "crops" / path))
+    tracks, vecs, labels = [], [], []
+    for key, v in sorted(votes.items()):
+        pid, n = v.most_common(1)[0]
+        crops = [cv2.imread(p) for p in sorted(files.get(key, []))]
+        crops = [c for c in crops if c is not None]
+        if pid < 0 or n < 0.7 * sum(v.values()) or not crops:
+            continue  # a track on no one, on two people, or without crops: not a clean label
+        tracks.append(key)
+        labels.append(pid)
+        vecs.append(emb.embed_crops(crops).float())
+    n = len(tracks)
+    gen, imp = [], []
+    for i in range(n):
+        for j in range(i + 1, n):
+            p = float(model.pair_probability(vecs[i], vecs[j]).mean())
+            si, sj = span[tracks[i]], span[tracks[j]]
+            overlap = tracks[i][0] == tracks[j][0] and si[0] <= sj[1] and sj[0] <= si[1]
+            if labels[i] == labels[j] and not overlap:
+                gen.append(p)
+            elif labels[i] != labels[j]:
+                imp.append(p)
+    g, im = np.array(gen), np.array(imp)
+    print(f"{n} clean tracks of {len(set(labels))} people; {len(g)} genuine, {len(im)} "
+          f"impostor track pairs; model {model.model_version}")
+    q = [0, 10, 50, 90, 100]
+    if len(g):
+        print("genuine  p quantiles", dict(zip(q, np.percentile(g, q).round(3))))
+    if len(im):
+        print("impostor p quantiles", dict(zip(q, np.percentile(im, q).round(3))))
+    print("threshold | impostor pairs over it | genuine pairs under it")
+    for t in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        print(f"{t:9.2f} | {int((im >= t).sum()):6d} | {int((g < t).sum()):6d}")
+
+
+if __name__ == "__main__":
+    main()
