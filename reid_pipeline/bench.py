@@ -247,10 +247,19 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
     from reid_pipeline.embed_fast import GraphedFeatures
     from reid_pipeline.model import ReIDModel
 
+    from reid_pipeline.errors import CheckpointError
+    from reid_pipeline.model import load_model
+
     torch.manual_seed(0)
     h, w = sz["emb_hw"] or (cfg.model.height, cfg.model.width)
     model = ReIDModel(cfg.model.backbone, embed_dim=cfg.model.embed_dim,
                       activation=cfg.model.activation, height=h, width=w).to(dev).eval()
+    weights = "random init"
+    try:  # trained weights: a random MobileNetV2's features are noise, too unstable to compare
+        model.load_state_dict(load_model(cfg.model.checkpoint, cfg.model, dev).state_dict())
+        weights = f"{cfg.model.checkpoint} weights"
+    except (CheckpointError, RuntimeError) as e:
+        log.info("bench embedder: %s; using random weights", str(e).splitlines()[0][:120])
     crops = _random_crops(sz["crops"])
     bs = sz["emb_batch"]
     emb = Embedder(model, dev, batch=bs, half=cfg.model.half)
@@ -264,7 +273,7 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
     res.rows.append(Row("embedder", f"Embedder.embed_crops ({dev.type} resize, "
                         f"{str(emb.amp_dtype)[6:] if emb.amp_dtype else 'fp32'})",
                         n / t_ours, "torchreid FeatureExtractor-like (CPU resize, eager fp32)",
-                        n / t_base, "crops/s", f"{cfg.model.backbone} random init, "
+                        n / t_base, "crops/s", f"{cfg.model.backbone} {weights}, "
                         f"{h}x{w} input, batch {bs}"))
     # same crops, same weights: the embeddings must agree (cosine ~1; fp16 rounding only)
     a = emb.embed_crops(crops[:8])
@@ -279,7 +288,7 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
     t_fe = timeit(lambda: fe.embed_crops(crops), dev, min_time=0.5, max_reps=5)
     res.rows.append(Row("embedder", f"FastEmbedder.embed_crops ({fe.describe()})", n / t_fe,
                         "torchreid FeatureExtractor-like (CPU resize, eager fp32)", n / t_base,
-                        "crops/s", f"{cfg.model.backbone} random init, {h}x{w} input"))
+                        "crops/s", f"{cfg.model.backbone} {weights}, {h}x{w} input"))
     fcos = float(torch.nn.functional.cosine_similarity(
         fe.embed_crops(crops[:8]).float(), r.float(), dim=1).min())
     res.checks["fast_embedder_min_cosine_vs_baseline"] = fcos

@@ -90,8 +90,10 @@ def test_short_gap_within_buffer_keeps_the_id():
 
 
 def test_quality_filter():
+    # tracks start from 0.25 here (the default 0.5 would never start the low-score one):
+    # what is tested is which boxes give crops, not which start tracks
     cfg = TrackerConfig(min_height=48, min_aspect=1.2, max_aspect=5.0, min_conf=0.3,
-                        border_margin=2)
+                        border_margin=2, high_thresh=0.25, new_track_thresh=0.25)
     t = CameraTracker("cam", cfg, 10.0)
     n = 12
     run(t, [Detections(np.asarray([person(100 + i, 100),              # good
