@@ -200,7 +200,7 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
         urls = {**getattr(osnet, "pretrained_urls", {}), **getattr(osnet_ain, "pretrained_urls", {})}
         if arch not in urls:
             raise CheckpointError(f"no ImageNet weights are published for backbone {arch!r}; "
-                                  "pass a local file with model.pretrained_path")
+                                  "pass a local file with model.pretrained")
         url = urls[arch]
         candidates = [home / "checkpoints" / f"{arch}_imagenet.pth"]
     for c in candidates:
@@ -208,7 +208,7 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
             return c
     target = candidates[0]
     hint = (f"put the file at {target} or pass a local file with "
-            "--set model.pretrained_path=PATH")
+            "--set model.pretrained=PATH")
     if _offline():
         raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk ({target}) and "
                               f"this machine is offline; {hint}")
