@@ -245,10 +245,8 @@ def _torchreid_like(model: torch.nn.Module, crops: list[np.ndarray], dev: torch.
 def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[str, Any]) -> None:
     from reid_pipeline.embed import Embedder
     from reid_pipeline.embed_fast import GraphedFeatures
-    from reid_pipeline.model import ReIDModel
-
     from reid_pipeline.errors import CheckpointError
-    from reid_pipeline.model import load_model
+    from reid_pipeline.model import ReIDModel, load_model
 
     torch.manual_seed(0)
     h, w = sz["emb_hw"] or (cfg.model.height, cfg.model.width)

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from reid_pipeline.errors import CheckpointError
 from reid_pipeline.backbones import build_backbone
+from reid_pipeline.errors import CheckpointError
 from reid_pipeline.pretrained import init_backbone, resolve_pretrained
 
 
