@@ -24,14 +24,6 @@ import cv2
 import numpy as np
 
 
-def iou(a: list[float], b: list[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -43,13 +35,14 @@ def main() -> None:
     a = ap.parse_args()
     from reid_pipeline.config import load_config
     from reid_pipeline.embed import Embedder
+    from reid_pipeline.evaluate.mot import iou_distance, read_gt
     from reid_pipeline.model import load_model
 
-    gt: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
-    for r in csv.reader(Path(a.gt).read_text().splitlines()):
-        if float(r[6]) > 0:
-            x, y, w, h = (float(v) * a.scale for v in r[2:6])
-            gt[int(r[0]) - 1].append((int(r[1]), [x, y, x + w, y + h]))
+    truth = read_gt(a.gt)  # the evaluate-mot reader: scored rows, MOT15/16 flags
+    gt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for f in np.unique(truth.frame[truth.scored]):
+        sel = truth.scored & (truth.frame == f)
+        gt[int(f) - 1] = (truth.ident[sel], truth.box[sel] * a.scale)  # 0-based video frame
     votes: dict[tuple[str, int], Counter] = defaultdict(Counter)
     span: dict[tuple[str, int], list[int]] = {}
     rows = (Path(a.run) / "sightings.csv").read_text().splitlines()
@@ -58,9 +51,13 @@ def main() -> None:
         if f > a.last_frame:
             continue
         key = (r["camera"], int(r["track"]))
-        b = [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
-        best = max(((iou(b, g), pid) for pid, g in gt.get(f, [])), default=(0.0, -1))
-        votes[key][best[1] if best[0] >= 0.5 else -1] += 1
+        x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
+        pid = -1
+        if f in gt:  # the person whose box it overlaps most, at IoU >= 0.5
+            d = iou_distance(gt[f][1], np.array([[x1, y1, x2 - x1, y2 - y1]]), 0.5)[:, 0]
+            if np.isfinite(d).any():
+                pid = int(gt[f][0][int(np.nanargmin(d))])
+        votes[key][pid] += 1
         s = span.setdefault(key, [f, f])
         s[0], s[1] = min(s[0], f), max(s[1], f)
     cfg = load_config(overrides={"model.backbone": a.backbone} if a.backbone else None)

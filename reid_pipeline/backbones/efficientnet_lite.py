@@ -21,6 +21,7 @@ non-persistent buffers: no extra keys in the state_dict).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -155,7 +156,7 @@ class EfficientNetLite(nn.Module):
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, 1280, H/32, W/32) map before pooling."""
-        x = x * self._in_scale + self._in_shift
+        x = x * cast(torch.Tensor, self._in_scale) + cast(torch.Tensor, self._in_shift)
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)

@@ -73,8 +73,8 @@ class MatchQuery:
         return cls(tracklet.camera, float(tracklet.first_seen), float(tracklet.last_seen),
                    embeddings, tracklet_id, tracklet_id if tracklet_id is not None
                    else (tracklet.camera, tracklet.track_id),
-                   tuple(map(float, boxes[0].bbox)) if boxes else None,
-                   tuple(map(float, boxes[-1].bbox)) if boxes else None)
+                   _xyxy(boxes[0].bbox) if boxes else None,
+                   _xyxy(boxes[-1].bbox) if boxes else None)
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ class Assignment:
     probability: float | None
     is_new: bool
     best_existing: float = 0.0
+
+
+def _xyxy(b: Any) -> tuple[float, float, float, float]:
+    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
 
 
 def _overlap(a: MatchQuery, b: MatchQuery) -> bool:
@@ -186,7 +190,7 @@ class IdentityMatcher:
             for j in range(i + 1, len(queries)):
                 a, b = queries[i], queries[j]
                 if _overlap(a, b) and _n(a.embeddings) and _n(b.embeddings):
-                    self._impostors.append(self._agreement(a.embeddings, b.embeddings))
+                    self._impostors.append(self._agreement(a.embeddings, b.embeddings, 0.0))
 
     # ------------------------------------------------------------------ scoring
     def _to_device(self, x: Any) -> torch.Tensor:
@@ -380,13 +384,13 @@ class IdentityMatcher:
         return self.provisional(q)
 
     # ------------------------------------------------------------------ re-linking
-    def _agreement(self, a: Any, b: Any) -> float:
+    def _agreement(self, a: Any, b: Any, bar: float) -> float:
         """Mean pair probability between two crop sets. When either has none (every box
         failed the crop filter: too small, cut by the border) appearance cannot object, so
-        the link rests on space and time alone: exactly ``relink_threshold``, which ranks it
-        below any link whose crops agree."""
+        the link rests on space and time alone: exactly ``bar`` (the re-link bar), which
+        ranks it below any link whose crops agree."""
         if not _n(a) or not _n(b):
-            return self.relink_bar
+            return bar
         return float(self.score_fn(self._to_device(a), self._to_device(b)).float().mean())
 
     def _links(self, queries: Sequence[MatchQuery]
@@ -395,7 +399,7 @@ class IdentityMatcher:
         and for a chain whose first tracklet continues a committed one, (identity, p).
 
         A link needs the space-time fit of ``_continues`` *and* appearance agreement of at
-        least ``match.relink_threshold``; a predecessor continues into at most one successor
+        least ``relink_bar``; a predecessor continues into at most one successor
         and the other way round, best agreement first, so two people who cross where one
         track ended cannot both inherit it."""
         n = len(queries)
@@ -403,20 +407,22 @@ class IdentityMatcher:
         if self.cfg.relink_s <= 0 or n == 0:
             return chains, {}
         thr = self.relink_bar
-        offers: list[tuple[float, int, Hashable]] = []  # (p, successor, predecessor)
+        # (p, successor, predecessor); a predecessor is ("batch", "", query index) or
+        # ("end", camera, index into self._ends[camera])
+        offers: list[tuple[float, int, tuple[str, str, int]]] = []
         for i, q in enumerate(queries):
             for j, r in enumerate(queries):
                 if j != i and _continues(r.camera, r.end, r.last_box, q, self.cfg):
-                    p = self._agreement(q.embeddings, r.embeddings)
+                    p = self._agreement(q.embeddings, r.embeddings, thr)
                     if p >= thr:
-                        offers.append((p, i, ("batch", j)))
+                        offers.append((p, i, ("batch", "", j)))
             for e_no, e in enumerate(self._ends.get(q.camera, [])):
                 if _continues(e.camera, e.end, e.box, q, self.cfg):
-                    p = self._agreement(q.embeddings, e.embeddings)
+                    p = self._agreement(q.embeddings, e.embeddings, thr)
                     if p >= thr:
                         offers.append((p, i, ("end", q.camera, e_no)))
-        succ_of: dict[Hashable, int] = {}
-        pred_of: dict[int, tuple[Hashable, float]] = {}
+        succ_of: dict[tuple[str, str, int], int] = {}
+        pred_of: dict[int, tuple[tuple[str, str, int], float]] = {}
         for p, i, pred in sorted(offers, key=lambda o: -o[0]):
             if i in pred_of or pred in succ_of:
                 continue
@@ -431,11 +437,11 @@ class IdentityMatcher:
 
         forced: dict[int, tuple[int, float]] = {}
         for i in sorted(pred_of, key=lambda k: queries[k].start):
-            pred, p = pred_of[i]
-            if pred[0] == "batch":
-                head[i] = root(int(pred[1]))  # type: ignore[arg-type]
+            (kind, camera, k), p = pred_of[i]
+            if kind == "batch":
+                head[i] = root(k)
             else:
-                e = self._ends[pred[1]][pred[2]]  # type: ignore[index]
+                e = self._ends[camera][k]
                 forced[i] = (e.identity_id, p)
         groups: dict[int, list[int]] = {}
         for i in range(n):
@@ -492,7 +498,7 @@ class IdentityMatcher:
     def _merge(members: list[MatchQuery]) -> MatchQuery:
         if len(members) == 1:
             return members[0]
-        embs = [np.asarray(_as_numpy(m.embeddings)) for m in members if _n(m.embeddings)]
+        embs = [_as_numpy(m.embeddings) for m in members if _n(m.embeddings)]
         first = min(members, key=lambda m: m.start)
         last = max(members, key=lambda m: m.end)
         return MatchQuery(first.camera, first.start, last.end,
@@ -508,19 +514,18 @@ class IdentityMatcher:
         s, idents = self._scores(queries, *self._gallery(pending))
         has_emb = [bool(_n(q.embeddings)) for q in queries]
         cand = s >= thr
+        # a chain that continues a committed tracklet of iid: iid is a candidate, and keeps
+        # it before any look-alike (a bonus of 1 outranks any probability)
         col = {iid: k for k, iid in enumerate(idents)}
-        for b, (iid, p) in forced.items():  # continues a committed tracklet of iid
+        bonus = np.zeros_like(s)
+        for b, (iid, p) in forced.items():
             if iid in col:
                 cand[b, col[iid]] = True
                 s[b, col[iid]] = max(float(s[b, col[iid]]), p)
+                bonus[b, col[iid]] = 1.0
         for b, k in zip(*np.nonzero(cand)):
             if self._external_conflict(idents[k], queries[b], pending):
                 cand[b, k] = False
-        # a continued track keeps its identity before any look-alike: 1 outranks any p
-        bonus = np.zeros_like(s)
-        for b, (iid, _) in forced.items():
-            if iid in col:
-                bonus[b, col[iid]] = 1.0
         conflict = np.zeros((n, n), bool)
         for i in range(n):
             for j in range(i + 1, n):
