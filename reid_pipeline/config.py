@@ -141,7 +141,7 @@ class TrackerConfig:
     kind: Literal["bytetrack", "botsort"] = "bytetrack"
     track_buffer: int = 30  # frames a lost track is kept
     # the tracker settings below won on PETS09-S2L1 1-400 with SSD (issue 13 sweep,
-    # benchmarks/ssd_tracker_sweep.py: MOTA 67.2 / IDF1 55.2 by track vs 60.8 / 40.8 with
+    # reid_pipeline/bench/ssd_tracker_sweep.py: MOTA 67.2 / IDF1 55.2 by track vs 60.8 / 40.8 with
     # 0.8 / 0.25 / 0.25 / fused scores), and on the public detections match 0.9 gave the
     # best IDF1 by track too; the demo still matches 4/4 with them
     match_thresh: float = 0.9  # IoU distance below which a box may continue a track
@@ -190,7 +190,7 @@ class TrackerConfig:
 @dataclass
 class ModelConfig:
     checkpoint: str = "default"  # "default": the bundled checkpoint; or a path (ours or torchreid zoo)
-    # any name reid_pipeline.backbones builds: torchvision (tv_mobilenet_v2, tv_resnet50, ...),
+    # any name reid_pipeline.embed.backbones builds: torchvision (tv_mobilenet_v2, tv_resnet50, ...),
     # efficientnet_lite0..2, or torchreid's (osnet_x1_0, ...); the bundled default's
     backbone: str = "tv_mobilenet_v2"
     embed_dim: int = 512  # adapter output width
@@ -200,7 +200,7 @@ class ModelConfig:
     height: int = 128
     width: int = 64
     # backbone init before training: "" none, "imagenet" (torch cache, downloaded when online)
-    # or a local weights file (torchvision/timm/torchreid state_dict); see reid_pipeline/pretrained.py
+    # or a local weights file (torchvision/timm/torchreid state_dict); see reid_pipeline/embed/pretrained.py
     pretrained: str = ""
     batch: int = 128  # crops per embedder call
     half: bool = True  # fp16/bf16 inference on CUDA
@@ -396,7 +396,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    data: str = ""  # dataset root (any layout reid_pipeline.data.load_dataset reads)
+    data: str = ""  # dataset root (any layout reid_pipeline.datasets.market.load_dataset reads)
     checkpoint: str = ""  # empty: model.checkpoint; ours or a torchreid model-zoo state_dict
     modes: list[str] = field(default_factory=lambda: ["euclidean", "cosine", "dissimilarity"])
     rerank: bool = False  # also report k-reciprocal re-ranked results ("<mode>+rerank")

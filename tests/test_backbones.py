@@ -12,18 +12,18 @@ import pytest
 import torch
 from torch import nn
 
-from reid_pipeline.backbones import (
+from reid_pipeline.config import Config, ModelConfig
+from reid_pipeline.embed.backbones import (
     ImagenetWeights,
     build_backbone,
     imagenet_weights,
     is_torchreid,
     known_backbones,
 )
-from reid_pipeline.backbones.efficientnet_lite import EfficientNetLite
-from reid_pipeline.config import Config, ModelConfig
+from reid_pipeline.embed.backbones.efficientnet_lite import EfficientNetLite
+from reid_pipeline.embed.model import ReIDModel, load_model, save_checkpoint
+from reid_pipeline.embed.pretrained import init_backbone, resolve_pretrained
 from reid_pipeline.errors import CheckpointError, ConfigError
-from reid_pipeline.model import ReIDModel, load_model, save_checkpoint
-from reid_pipeline.pretrained import init_backbone, resolve_pretrained
 
 X = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(0))
 

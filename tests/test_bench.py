@@ -68,10 +68,10 @@ def test_bad_stage_and_unwritable_json(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_timeit_and_graphed_features_on_cpu() -> None:
-    from reid_pipeline.bench import timeit
-    from reid_pipeline.embed import normalize
-    from reid_pipeline.embed_fast import GraphedFeatures
-    from reid_pipeline.model import ReIDModel
+    from reid_pipeline.bench.speed import timeit
+    from reid_pipeline.embed.embedder import normalize
+    from reid_pipeline.embed.graphed import GraphedFeatures
+    from reid_pipeline.embed.model import ReIDModel
 
     calls = []
     t = timeit(lambda: calls.append(1), torch.device("cpu"), min_time=0.0, max_reps=3)
@@ -90,10 +90,10 @@ def test_timeit_and_graphed_features_on_cpu() -> None:
 def test_fast_embedder_matches_embedder_on_cpu() -> None:
     import numpy as np
 
-    from reid_pipeline.bench import _random_crops
-    from reid_pipeline.embed import Embedder, crops_to_batch
-    from reid_pipeline.embed_fast import FastEmbedder
-    from reid_pipeline.model import ReIDModel
+    from reid_pipeline.bench.speed import _random_crops
+    from reid_pipeline.embed.embedder import Embedder, crops_to_batch
+    from reid_pipeline.embed.graphed import FastEmbedder
+    from reid_pipeline.embed.model import ReIDModel
 
     torch.manual_seed(0)
     model = ReIDModel("osnet_x0_25", embed_dim=16, height=64, width=32).eval()

@@ -25,7 +25,7 @@ def _video(path: Path, frames: int = 12, size: tuple[int, int] = (96, 64)) -> Pa
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A good clip, a checkpoint that loads (random init, tiny), and broken files."""
-    from reid_pipeline.model import ReIDModel, export_fp16
+    from reid_pipeline.embed.model import ReIDModel, export_fp16
 
     d = tmp_path_factory.mktemp("media")
     good = _video(d / "good.mp4", 40)
@@ -121,7 +121,7 @@ def test_video_breaking_off_midway_with_other_cameras(policy: str, media: dict[s
 def test_fps_flag_sets_timestamps_of_a_frame_folder(media: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from reid_pipeline.config import load_config
-    from reid_pipeline.pipeline import CameraInput, open_input
+    from reid_pipeline.pipeline.engine import CameraInput, open_input
 
     folder = tmp_path / "frames"
     folder.mkdir()

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reid_pipeline.data import load_dataset, parse_name, read_image, read_images, relabel
+from reid_pipeline.datasets.market import load_dataset, parse_name, read_image, read_images, relabel
 from reid_pipeline.errors import InputError
 from reid_pipeline.types import ImageRecord
 

@@ -22,11 +22,11 @@ from gallery_helpers import pg_schema
 
 from reid_pipeline.cli import main
 from reid_pipeline.config import Config, load_config
-from reid_pipeline.demo import demo_config_overrides, score_against_truth
+from reid_pipeline.datasets.scene import demo_scene_spec
+from reid_pipeline.demo.scenario import demo_config_overrides, score_against_truth
 from reid_pipeline.errors import SourceError
 from reid_pipeline.gallery import Gallery
-from reid_pipeline.runner import process_videos
-from reid_pipeline.scene import demo_scene_spec
+from reid_pipeline.pipeline.recorded import process_videos
 
 CAMERAS = [c.name for c in demo_scene_spec().cameras]
 
@@ -52,7 +52,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A small untrained model: the resume and PostgreSQL tests check the machinery (boxes,
     tracklets, transactions, the one-place rule), which does not depend on the weights, so
     they need not pay for the big model's embedding time."""
-    from reid_pipeline.model import ReIDModel, export_fp16
+    from reid_pipeline.embed.model import ReIDModel, export_fp16
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
     torch.manual_seed(0)

@@ -37,7 +37,12 @@ def iou(a, b) -> float:
 def drawn_person_frame() -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A 480x360 lobby frame of the demo's renderer with one walking person 150 px tall
     (SSD scores this one ~0.9 on the whole frame); returns the frame and the person's visible box."""
-    from reid_pipeline.scene import _composite, make_background, random_people, render_person
+    from reid_pipeline.datasets.scene import (
+        _composite,
+        make_background,
+        random_people,
+        render_person,
+    )
 
     app = random_people(6, 3)[5]
     frame = make_background("lobby", 480, 360, 1)

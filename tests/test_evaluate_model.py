@@ -63,7 +63,7 @@ def _market(root: Path, pids: int = 6, noise: float = 25.0) -> Path:
 
 
 def _records(d: Path, sub: str) -> list[ImageRecord]:
-    from reid_pipeline.data import load_dataset
+    from reid_pipeline.datasets.market import load_dataset
 
     ds = load_dataset(d)
     return {"query": ds.query, "gallery": ds.gallery}[sub]
@@ -83,10 +83,10 @@ def test_evaluate_model_shape_and_consistency(tmp_path: Path) -> None:
     # colours separate identities: every mode retrieves them
     assert out["euclidean"]["rank1"] == 1.0 and out["dissimilarity"]["mAP"] > 0.9
     # the figures are evaluate_rank_full on the Embedder's features, nothing else
-    from reid_pipeline.embed import Embedder
+    from reid_pipeline.embed.embedder import Embedder
 
     emb = Embedder(model, "cpu", batch=5, half=False)
-    from reid_pipeline.data import read_image
+    from reid_pipeline.datasets.market import read_image
 
     qf = emb.embed_crops([read_image(r.path) for r in q])
     gf = emb.embed_crops([read_image(r.path) for r in g])
@@ -135,7 +135,7 @@ def test_unknown_mode_and_empty_sets(tmp_path: Path) -> None:
 
 def test_cli_writes_metrics_plots_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture) -> None:
-    import reid_pipeline.model as model_mod
+    import reid_pipeline.embed.model as model_mod
 
     d = _market(tmp_path / "data")
     monkeypatch.setattr(model_mod, "load_model", lambda spec, cfg, device: Tiny())
@@ -186,7 +186,7 @@ def test_cli_with_torchreid_zoo_state_dict(tmp_path: Path, capsys: pytest.Captur
 
     # one of our own checkpoints (the imported model saved with a non-uniform w)
     from reid_pipeline.config import Config
-    from reid_pipeline.model import load_model, save_checkpoint
+    from reid_pipeline.embed.model import load_model, save_checkpoint
 
     cfg = Config()
     cfg.model.backbone, cfg.model.height, cfg.model.width = "osnet_x0_25", 64, 32

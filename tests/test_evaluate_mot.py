@@ -298,7 +298,7 @@ def test_video_of_another_length(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_frame_range_source(tmp_path: Path) -> None:
     from reid_pipeline.config import load_config
     from reid_pipeline.errors import SourceError
-    from reid_pipeline.pipeline import CameraInput, open_input
+    from reid_pipeline.pipeline.engine import CameraInput, open_input
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -319,7 +319,7 @@ def test_frame_range_source(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from reid_pipeline.model import ReIDModel, export_fp16
+    from reid_pipeline.embed.model import ReIDModel, export_fp16
 
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     export_fp16(path, ReIDModel("osnet_x0_25", num_classes=2, embed_dim=16, height=64,

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from reid_pipeline.config import GalleryConfig
 from reid_pipeline.errors import InputError, NotFoundError
 from reid_pipeline.gallery import Gallery
+from reid_pipeline.gallery.manage import GalleryManager, parse_age
 from reid_pipeline.gallery.models import (
     Base,
     Camera,
@@ -36,7 +37,6 @@ from reid_pipeline.gallery.models import (
     Tracklet,
     utcnow,
 )
-from reid_pipeline.manage import GalleryManager, parse_age
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SECRET_NAME = "Jane Secret-Doe"

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from reid_pipeline.config import Config, ModelConfig
-from reid_pipeline.embed import Embedder, crops_to_batch, normalize
-from reid_pipeline.errors import CheckpointError
-from reid_pipeline.match.scoring import dichotomy_scores
-from reid_pipeline.model import (
+from reid_pipeline.embed.embedder import Embedder, crops_to_batch, normalize
+from reid_pipeline.embed.model import (
     DEFAULT_CHECKPOINT,
     ReIDModel,
     export_fp16,
     load_model,
     save_checkpoint,
 )
+from reid_pipeline.errors import CheckpointError
+from reid_pipeline.match.scoring import dichotomy_scores
 
 ARCH = "osnet_x0_25"  # the smallest torchreid OSNet; builds in well under a second
 

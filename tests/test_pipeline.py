@@ -16,10 +16,10 @@ import yaml
 
 from reid_pipeline.commands.process import camera_names
 from reid_pipeline.config import load_config
-from reid_pipeline.demo import DEMO_OVERRIDES, demo_config_overrides, score_against_truth
-from reid_pipeline.demo_weights import DEMO_CHECKPOINT
+from reid_pipeline.demo.scenario import DEMO_OVERRIDES, demo_config_overrides, score_against_truth
+from reid_pipeline.demo.weights import DEMO_CHECKPOINT
 from reid_pipeline.errors import ConfigError
-from reid_pipeline.pipeline import CameraInput, Pipeline
+from reid_pipeline.pipeline.engine import CameraInput, Pipeline
 from reid_pipeline.report.sightings import read_sightings_csv, write_sightings
 from reid_pipeline.types import Detections, Frame, Sighting
 

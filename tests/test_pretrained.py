@@ -4,9 +4,9 @@ import pytest
 import torch
 import torchvision
 
-from reid_pipeline.backbones import build_backbone
+from reid_pipeline.embed.backbones import build_backbone
+from reid_pipeline.embed.pretrained import init_backbone, resolve_pretrained
 from reid_pipeline.errors import CheckpointError
-from reid_pipeline.pretrained import init_backbone, resolve_pretrained
 
 
 def test_torchvision_imagenet_file_initialises_torchreid_resnet(tmp_path):

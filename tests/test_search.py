@@ -21,7 +21,7 @@ from reid_pipeline.cli import main
 from reid_pipeline.config import GalleryConfig, ModelConfig
 from reid_pipeline.errors import InputError
 from reid_pipeline.gallery import Gallery
-from reid_pipeline.search import (
+from reid_pipeline.pipeline.search import (
     looks_like_crop,
     person_crop,
     rank_identities,
@@ -39,14 +39,14 @@ CAMERAS = {1: "indoor", 2: "street"}
 @pytest.fixture(scope="module")
 def model():
     """The bundled default model (trained on Market-1501; it never saw generated people)."""
-    from reid_pipeline.model import load_model
+    from reid_pipeline.embed.model import load_model
 
     return load_model("default", ModelConfig(), "cpu")
 
 
 @pytest.fixture(scope="module")
 def embedder(model):
-    from reid_pipeline.embed import Embedder
+    from reid_pipeline.embed.embedder import Embedder
 
     return Embedder(model, "cpu", batch=64, half=False)
 
@@ -54,7 +54,7 @@ def embedder(model):
 @pytest.fixture(scope="module")
 def people(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[int, list[Path]]]:
     """pid -> camera -> crop files (generated; the first of each is held out as a query)."""
-    from reid_pipeline.scene import make_crops_dataset
+    from reid_pipeline.datasets.scene import make_crops_dataset
 
     root = make_crops_dataset(tmp_path_factory.mktemp("people"), people=PEOPLE, per_camera=4,
                               seed=SEED)
@@ -98,7 +98,12 @@ def built(tmp_path_factory: pytest.TempPathFactory, people, model, embedder):
 def _full_frame(pid: int, out: Path) -> tuple[Path, tuple[int, int, int, int]]:
     """A street 'photo' with person ``pid`` walking in it (not a crop: the detector must find
     them), in daylight unlike either camera. Returns the file and the person's true box."""
-    from reid_pipeline.scene import _composite, make_background, random_people, render_person
+    from reid_pipeline.datasets.scene import (
+        _composite,
+        make_background,
+        random_people,
+        render_person,
+    )
 
     app = random_people(PEOPLE, SEED)[pid - 1]  # the same people make_crops_dataset draws
     frame = make_background("street", 640, 360, 3)
@@ -202,7 +207,7 @@ def test_crop_shape_and_ranking_rules() -> None:
 
 
 def test_model_version_mismatch_is_refused(built, people, embedder) -> None:
-    from reid_pipeline.model import ReIDModel
+    from reid_pipeline.embed.model import ReIDModel
 
     db, _ = built
     other = ReIDModel("osnet_x0_25", embed_dim=128, height=128, width=64).eval()

@@ -33,7 +33,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """camera -> printf pattern of the scene's JPEG frames (the RTSP server loops them)."""
     import cv2
 
-    from reid_pipeline.scene import demo_scene_spec, render_scene
+    from reid_pipeline.datasets.scene import demo_scene_spec, render_scene
 
     ensure_gst_rtsp()
     root = tmp_path_factory.mktemp("scene")
@@ -63,7 +63,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
 
     from reid_pipeline.config import load_config
-    from reid_pipeline.model import ReIDModel, save_checkpoint
+    from reid_pipeline.embed.model import ReIDModel, save_checkpoint
 
     root = tmp_path_factory.mktemp("model")
     model_cfg = {"backbone": "osnet_x0_25", "embed_dim": 64, "height": 128, "width": 64}

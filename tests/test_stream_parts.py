@@ -16,8 +16,15 @@ from reid_pipeline.cli import main
 from reid_pipeline.commands.stream import camera_names, default_camera_name
 from reid_pipeline.config import StreamConfig
 from reid_pipeline.errors import ConfigError
+from reid_pipeline.pipeline.live import (
+    EventLog,
+    Percentiles,
+    StopFlag,
+    StreamEvent,
+    WatchList,
+    gather,
+)
 from reid_pipeline.sources.rtsp import RtspSource
-from reid_pipeline.stream import EventLog, Percentiles, StopFlag, StreamEvent, WatchList, gather
 
 pytestmark = pytest.mark.timeout(120)
 

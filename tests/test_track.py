@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reid_pipeline.config import TrackerConfig
-from reid_pipeline.track import CameraTracker
+from reid_pipeline.track.tracker import CameraTracker
 from reid_pipeline.types import Detections, Frame
 
 H, W = 360, 640
@@ -184,7 +184,7 @@ def test_partial_boxes_are_dropped_from_the_crops():
 
 
 def test_partial_filter_keeps_at_least_half_of_the_crops():
-    from reid_pipeline.track import partial_crop_mask
+    from reid_pipeline.track.tracker import partial_crop_mask
     from reid_pipeline.types import TrackedBox, Tracklet
 
     tl = Tracklet("cam", 1)

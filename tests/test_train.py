@@ -13,8 +13,8 @@ import torch
 
 from reid_pipeline.cli import main as cli_main
 from reid_pipeline.config import load_config
+from reid_pipeline.embed.model import ReIDModel
 from reid_pipeline.errors import CheckpointError, ConfigError, InputError
-from reid_pipeline.model import ReIDModel
 from reid_pipeline.train.augment import augment_batch, flip, pad_crop, random_erase
 from reid_pipeline.train.loop import Trainer, split_validation
 from reid_pipeline.train.losses import (
@@ -281,7 +281,7 @@ def test_unreadable_images_are_skipped_with_a_count(tmp_path: Path,
     root = make_dataset(tmp_path / "d", n_train=6, per_id=4)
     bad = root / "Market-1501-v15.09.15" / "bounding_box_train" / "0001_c1s1_000099_00.jpg"
     bad.write_bytes(b"not a jpeg")
-    from reid_pipeline.data import load_dataset
+    from reid_pipeline.datasets.market import load_dataset
     from reid_pipeline.train.loop import preload
 
     ds = load_dataset(root)

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from reid_pipeline.bench import format_table, run_bench
+    from reid_pipeline.bench.speed import format_table, run_bench
     from reid_pipeline.errors import OutputError
 
     res = run_bench(cfg, size=cfg.bench.size, stages=tuple(cfg.bench.stages))

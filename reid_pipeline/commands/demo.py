@@ -44,7 +44,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def demo_config(args: argparse.Namespace) -> Config:
     """Defaults <- the demo's settings <- --config file <- flags <- --set."""
-    from reid_pipeline.demo import demo_config_overrides
+    from reid_pipeline.demo.scenario import demo_config_overrides
     from reid_pipeline.errors import ConfigError
 
     merged: dict[str, Any] = {"output.out": "runs/demo", **demo_config_overrides()}
@@ -65,7 +65,7 @@ def demo_config(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from reid_pipeline.demo import run_demo
+    from reid_pipeline.demo.scenario import run_demo
 
     cfg = demo_config(args)
     res = run_demo(cfg, people=cfg.output.demo_people, seed=cfg.output.demo_seed)

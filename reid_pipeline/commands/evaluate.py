@@ -74,11 +74,11 @@ def format_table(metrics: dict[str, dict[str, float]], skipped: dict[str, int]) 
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from reid_pipeline.data import load_dataset
+    from reid_pipeline.datasets.market import load_dataset
+    from reid_pipeline.embed.model import load_model
     from reid_pipeline.errors import ConfigError
     from reid_pipeline.evaluate.plots import pick_queries, plot_cmc, plot_ranked_lists
     from reid_pipeline.evaluate.runner import run_evaluation
-    from reid_pipeline.model import load_model
     from reid_pipeline.utils import resolve_device
 
     e = cfg.eval

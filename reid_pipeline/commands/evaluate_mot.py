@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         render_table,
         sequence_frames,
     )
-    from reid_pipeline.runner import check_output_dir
+    from reid_pipeline.pipeline.recorded import check_output_dir
 
     me = cfg.mot_eval
     if not me.sequence:
@@ -121,8 +121,8 @@ def _run_pipeline(cfg: Config, seq: Any, frames: tuple[int, int], out: Path
     """Run ``reid process``'s code path on the sequence; returns its MOT files, the frame
     offset of the input against the sequence, and what the run did."""
     from reid_pipeline.evaluate.mot import convert_det
+    from reid_pipeline.pipeline.recorded import process_videos
     from reid_pipeline.report.mot import mot_paths, safe_name
-    from reid_pipeline.runner import process_videos
 
     me = cfg.mot_eval
     if cfg.input.frames:

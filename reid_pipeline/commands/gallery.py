@@ -35,7 +35,7 @@ def add_db(p: argparse.ArgumentParser) -> None:
 
 def open_gallery(cfg: Config) -> Any:
     """Open the configured gallery, which must exist (reading never creates one)."""
-    from reid_pipeline.manage import default_db, open_existing
+    from reid_pipeline.gallery.manage import default_db, open_existing
 
     return open_existing(default_db(cfg), cfg)
 

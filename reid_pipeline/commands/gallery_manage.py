@@ -2,7 +2,7 @@
 
 ``reid_pipeline/commands/gallery.py`` owns the ``gallery`` command and calls
 ``register_manage(subparsers)`` to add these; the work is done by
-``reid_pipeline.manage.GalleryManager`` (one transaction per change, total erasure, logs
+``reid_pipeline.gallery.manage.GalleryManager`` (one transaction per change, total erasure, logs
 without personal content). Destructive commands ask for confirmation on a terminal and
 refuse to run unattended without ``--yes`` (key ``manage.yes``).
 """
@@ -88,7 +88,7 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace, Config], int]:
     """Open the (existing) gallery, build the manager, call ``handler``."""
 
     def run(args: argparse.Namespace, cfg: Config) -> int:
-        from reid_pipeline.manage import GalleryManager, default_db, open_existing
+        from reid_pipeline.gallery.manage import GalleryManager, default_db, open_existing
 
         with open_existing(default_db(cfg), cfg) as gallery:
             mgr = GalleryManager(gallery, exemplars=cfg.match.exemplars,
@@ -104,8 +104,8 @@ def _lazy_embed(cfg: Config) -> Callable[[list[Any]], tuple[Any, str]]:
 
     def embed(images: list[Any]) -> tuple[Any, str]:
         if "e" not in state:
-            from reid_pipeline.embed import Embedder
-            from reid_pipeline.model import load_model
+            from reid_pipeline.embed.embedder import Embedder
+            from reid_pipeline.embed.model import load_model
             from reid_pipeline.utils import resolve_device
 
             device = resolve_device(cfg.device)
@@ -160,7 +160,7 @@ def _delete(mgr: Any, args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _purge(mgr: Any, args: argparse.Namespace, cfg: Config) -> int:
-    from reid_pipeline.manage import parse_age
+    from reid_pipeline.gallery.manage import parse_age
 
     if cfg.manage.older_than:
         age = parse_age(cfg.manage.older_than)

@@ -82,7 +82,7 @@ def camera_names(inputs: list[str], cameras: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from reid_pipeline.runner import process_videos
+    from reid_pipeline.pipeline.recorded import process_videos
 
     cams = camera_names(list(args.inputs), list(args.camera))
     result = process_videos(cfg, list(zip(args.inputs, cams)))

@@ -70,7 +70,7 @@ def report_paths(cfg: Config, db: str) -> tuple[Path, Path | None]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from reid_pipeline.manage import default_db, open_existing
+    from reid_pipeline.gallery.manage import default_db, open_existing
     from reid_pipeline.report.site import SiteOptions, build_report
 
     db = default_db(cfg)

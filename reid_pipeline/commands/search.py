@@ -52,10 +52,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     import dataclasses
 
     from reid_pipeline.detect import build_detector
-    from reid_pipeline.embed import Embedder
-    from reid_pipeline.manage import default_db, open_existing
-    from reid_pipeline.model import load_model
-    from reid_pipeline.search import format_result, read_photo, search_photo, write_result_html
+    from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.model import load_model
+    from reid_pipeline.gallery.manage import default_db, open_existing
+    from reid_pipeline.pipeline.search import (
+        format_result,
+        read_photo,
+        search_photo,
+        write_result_html,
+    )
     from reid_pipeline.utils import resolve_device
 
     read_photo(args.photo)  # a bad photo fails before any model or database work

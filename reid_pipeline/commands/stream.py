@@ -83,10 +83,10 @@ def camera_names(urls: list[str], cameras: list[str]) -> list[str]:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
-    from reid_pipeline.pipeline import Pipeline
-    from reid_pipeline.runner import check_output_dir, database_url
+    from reid_pipeline.pipeline.engine import Pipeline
+    from reid_pipeline.pipeline.live import LiveStream, StopFlag
+    from reid_pipeline.pipeline.recorded import check_output_dir, database_url
     from reid_pipeline.sources import is_url, open_source
-    from reid_pipeline.stream import LiveStream, StopFlag
     from reid_pipeline.utils import redact_url
 
     urls = [str(u) for u in args.urls]

@@ -50,7 +50,7 @@ def _tile(path: str, h: int, w: int, color: tuple[int, int, int] | None, border:
           ) -> np.ndarray:
     import cv2
 
-    from reid_pipeline.data import read_image
+    from reid_pipeline.datasets.market import read_image
     from reid_pipeline.errors import InputError
 
     try:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reid_pipeline.data import read_images
+from reid_pipeline.datasets.market import read_images
 from reid_pipeline.errors import InputError
 from reid_pipeline.evaluate.distances import (
     check_modes,
@@ -72,7 +72,7 @@ class _quiet_reader:
     """Silence read_images' per-batch warning; embed_records warns once with the total."""
 
     def __enter__(self) -> None:
-        self.logger = logging.getLogger("reid_pipeline.data")
+        self.logger = logging.getLogger("reid_pipeline.datasets.market")
         self.level = self.logger.level
         self.logger.setLevel(logging.ERROR)
 
@@ -131,7 +131,7 @@ def run_evaluation(model: Any, query: list[ImageRecord], gallery: list[ImageReco
                    max_rank: int = 50, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
                    keep_distmats: bool = False) -> EvalResult:
     """Embed query and gallery images with the serving Embedder, then evaluate every mode."""
-    from reid_pipeline.embed import Embedder
+    from reid_pipeline.embed.embedder import Embedder
 
     modes = check_modes(modes)
     if not query:

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from reid_pipeline.embed import normalize
+from reid_pipeline.embed.embedder import normalize
 
 
 def flip(x: torch.Tensor, prob: float) -> torch.Tensor:

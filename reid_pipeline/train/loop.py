@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from reid_pipeline.config import Config
-from reid_pipeline.embed import Embedder, crops_to_batch
-from reid_pipeline.errors import CheckpointError, InputError
-from reid_pipeline.model import (
+from reid_pipeline.embed.embedder import Embedder, crops_to_batch
+from reid_pipeline.embed.model import (
     ReIDModel,
     export_fp16,
     is_checkpoint,
@@ -37,6 +36,7 @@ from reid_pipeline.model import (
     read_checkpoint,
     save_checkpoint,
 )
+from reid_pipeline.errors import CheckpointError, InputError
 from reid_pipeline.train.augment import augment_batch
 from reid_pipeline.train.losses import (
     batch_hard_triplet,
@@ -92,7 +92,7 @@ def preload(records: list[ImageRecord], height: int, width: int, device: torch.d
 
     Unreadable images are skipped with one warning naming the count and the first file.
     """
-    from reid_pipeline.data import read_image
+    from reid_pipeline.datasets.market import read_image
 
     def read(r: ImageRecord) -> np.ndarray | None:
         try:
@@ -155,7 +155,7 @@ class Trainer:
 
     # -------------------------------------------------------------- setup
     def _data(self) -> None:
-        from reid_pipeline.data import load_dataset, relabel
+        from reid_pipeline.datasets.market import load_dataset, relabel
 
         if not self.t.data:
             raise InputError("no training data: pass --data ROOT (config key train.data)")
@@ -190,7 +190,7 @@ class Trainer:
         model = ReIDModel(m.backbone, num_classes=self.num_classes, embed_dim=m.embed_dim,
                           activation=m.activation, height=m.height, width=m.width)
         if m.pretrained and not self.t.init:
-            from reid_pipeline.pretrained import init_backbone, resolve_pretrained
+            from reid_pipeline.embed.pretrained import init_backbone, resolve_pretrained
 
             init_backbone(model.backbone, m.backbone, resolve_pretrained(m.pretrained, m.backbone))
             log.info("backbone initialised from %s weights", m.pretrained)
@@ -200,7 +200,7 @@ class Trainer:
                 model.backbone.load_state_dict(src.backbone.state_dict())
                 log.info("backbone initialised from %s", self.t.init)
             else:  # a zoo or ImageNet weights file: matched by name, or by position
-                from reid_pipeline.pretrained import init_backbone
+                from reid_pipeline.embed.pretrained import init_backbone
 
                 init_backbone(model.backbone, m.backbone, self.t.init)
         if self.t.freeze_backbone:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from reid_pipeline.model import ReIDModel
+from reid_pipeline.embed.model import ReIDModel
 
 MODES = ("euclidean", "cosine", "dissimilarity")
 

@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-from reid_pipeline.model import IMAGENET_MEAN, IMAGENET_STD, ReIDModel
+from reid_pipeline.embed.model import IMAGENET_MEAN, IMAGENET_STD, ReIDModel
 
 log = logging.getLogger(__name__)
 

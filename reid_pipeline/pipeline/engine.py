@@ -167,11 +167,11 @@ class Pipeline:
               checkpoint: str | None = None, cameras: Sequence[str] = ()) -> Pipeline:
         """Build every real component from ``cfg`` (each failure names its input)."""
         from reid_pipeline.detect import build_detector
-        from reid_pipeline.embed import Embedder
+        from reid_pipeline.embed.embedder import Embedder
+        from reid_pipeline.embed.model import load_model
         from reid_pipeline.gallery import Gallery
         from reid_pipeline.gallery.cache import ExemplarCache
         from reid_pipeline.match.assign import IdentityMatcher
-        from reid_pipeline.model import load_model
         from reid_pipeline.utils import resolve_device
 
         device = resolve_device(cfg.device)
@@ -206,7 +206,7 @@ class Pipeline:
     def run(self, inputs: Sequence[CameraInput],
             stop: Callable[[], bool] | None = None) -> RunSummary:
         """Process every input to its end (or until ``stop()`` is true, or Ctrl-C)."""
-        from reid_pipeline.track import CameraTracker
+        from reid_pipeline.track.tracker import CameraTracker
 
         t0 = time.perf_counter()
         summary = RunSummary()

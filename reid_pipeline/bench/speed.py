@@ -243,10 +243,10 @@ def _torchreid_like(model: torch.nn.Module, crops: list[np.ndarray], dev: torch.
 
 
 def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[str, Any]) -> None:
-    from reid_pipeline.embed import Embedder
-    from reid_pipeline.embed_fast import GraphedFeatures
+    from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.graphed import GraphedFeatures
+    from reid_pipeline.embed.model import ReIDModel, load_model
     from reid_pipeline.errors import CheckpointError
-    from reid_pipeline.model import ReIDModel, load_model
 
     torch.manual_seed(0)
     h, w = sz["emb_hw"] or (cfg.model.height, cfg.model.width)
@@ -280,7 +280,7 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
     res.checks["embedder_min_cosine_vs_baseline"] = cos
     res.checks["embedder_ok"] = cos > 0.98
     # the fast path: one resize kernel per batch, the model replayed from a CUDA graph
-    from reid_pipeline.embed_fast import FastEmbedder
+    from reid_pipeline.embed.graphed import FastEmbedder
 
     fe = FastEmbedder(model, dev, batch=bs, half=cfg.model.half)
     t_fe = timeit(lambda: fe.embed_crops(crops), dev, min_time=0.5, max_reps=5)
@@ -308,7 +308,7 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
                         f"batch {bs}", bs / t_eager, "crops/s", "pre-resized batch on device"))
     yf = fast(x)
     with torch.no_grad():
-        from reid_pipeline.embed import normalize
+        from reid_pipeline.embed.embedder import normalize
         yr = baseline.features(normalize(x)).float()
     res.checks["graphed_min_cosine"] = float(
         torch.nn.functional.cosine_similarity(yf.float(), yr, dim=1).min())
@@ -386,12 +386,12 @@ def bench_end_to_end(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[
     import dataclasses
 
     from reid_pipeline.detect.yolo import YoloDetector, load_yolo
-    from reid_pipeline.embed import Embedder
+    from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.model import ReIDModel
     from reid_pipeline.gallery import Gallery
     from reid_pipeline.gallery.cache import ExemplarCache
     from reid_pipeline.match.assign import IdentityMatcher
-    from reid_pipeline.model import ReIDModel
-    from reid_pipeline.pipeline import CameraInput, Pipeline
+    from reid_pipeline.pipeline.engine import CameraInput, Pipeline
 
     weights, note = _yolo_weights(cfg)
     with tempfile.TemporaryDirectory(prefix="reid-bench-") as tmp:

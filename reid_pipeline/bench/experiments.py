@@ -1,6 +1,6 @@
 """The issue-3 GPU experiment in one command (docs/benchmarks.md, "Training (issue 3)").
 
-    python -m reid_pipeline.train.experiments --data ROOT --out OUT --budget 420 \
+    python -m reid_pipeline.bench.experiments --data ROOT --out OUT --budget 420 \
         [--zoo osnet_x0_25_msmt17.pth]
 
 1. Throughput, GPU to itself: our loop (preloaded uint8 on the GPU, device augmentation,
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger("reid_pipeline.train.experiments")
+log = logging.getLogger("reid_pipeline.bench.experiments")
 
 
 def _cfg(data: str, out: str, **kv: Any) -> Any:
@@ -115,9 +115,9 @@ def bench_torchreid(data: str, arch: str, workers: int, dev: str = "cuda",
 def eval_zoo(data: str, zoo: str, arch: str, dev: str = "cuda") -> dict[str, Any]:
     """The zoo checkpoint as it is: Market test split, three matching modes."""
     from reid_pipeline.config import ModelConfig
-    from reid_pipeline.data import load_dataset
-    from reid_pipeline.embed import Embedder
-    from reid_pipeline.model import load_model
+    from reid_pipeline.datasets.market import load_dataset
+    from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.model import load_model
     from reid_pipeline.train.loop import preload
     from reid_pipeline.train.validate import MODES, evaluate_embeddings
 

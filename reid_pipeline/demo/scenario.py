@@ -4,7 +4,7 @@ Nothing is faked downstream of the pixels: the generated MP4s go through the sam
 ``reid process`` code path (real OpenCV HOG detection on the rendered frames, ByteTrack, the
 ReID model, the dichotomy matcher, the SQL gallery). The ReID weights are
 ``reid_pipeline/weights/demo.pt``, trained by this project's trainer on *other* generated
-people (see ``reid_pipeline.demo_weights``).
+people (see ``reid_pipeline.demo.weights``).
 
 Scoring: every tracklet is labelled with the ground-truth person its boxes overlap most
 (IoU >= 0.5 in the same frame); then
@@ -45,12 +45,12 @@ def demo_config_overrides() -> dict[str, Any]:
     real people, Market-1501), with a warning: it runs, but that model tells the generated
     figures apart poorly.
     """
-    from reid_pipeline.demo_weights import DEMO_CHECKPOINT
+    from reid_pipeline.demo.weights import DEMO_CHECKPOINT
 
     if DEMO_CHECKPOINT.is_file():
         return {**DEMO_OVERRIDES, "model.checkpoint": str(DEMO_CHECKPOINT)}
     log.warning("demo weights %s are not there (make them with `uv run python -m "
-                "reid_pipeline.demo_weights`); using the bundled default model", DEMO_CHECKPOINT)
+                "reid_pipeline.demo.weights`); using the bundled default model", DEMO_CHECKPOINT)
     return {"detector.kind": "hog", "tracker.min_length": 3, "model.checkpoint": "default",
             "model.backbone": "osnet_x1_0"}
 
@@ -103,7 +103,7 @@ class DemoScore:
 def score_against_truth(sightings: Iterable[Sighting], gt_csv: str | Path,
                         min_iou: float = 0.5) -> DemoScore:
     """Label tracklets with ground-truth persons and score the identities (module docstring)."""
-    from reid_pipeline.scene import read_ground_truth
+    from reid_pipeline.datasets.scene import read_ground_truth
 
     gt = read_ground_truth(gt_csv)
     votes: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
@@ -192,8 +192,8 @@ class DemoResult:
 def run_demo(cfg: Config, people: int = 4, seed: int = 7,
              stop: Callable[[], bool] | None = None) -> DemoResult:
     """Generate (or reuse) the scene under ``<out>/scene``, process it, score it."""
-    from reid_pipeline.runner import check_output_dir, process_videos
-    from reid_pipeline.scene import demo_scene_spec, render_scene
+    from reid_pipeline.datasets.scene import demo_scene_spec, render_scene
+    from reid_pipeline.pipeline.recorded import check_output_dir, process_videos
 
     out = check_output_dir(cfg.output.out)
     scene_dir = out / "scene"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reid_pipeline.backbones import ImagenetWeights, register_backbone
+from reid_pipeline.embed.backbones import ImagenetWeights, register_backbone
 
 
 class PooledFeatures(nn.Module):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from reid_pipeline.backbones import build_backbone
+from reid_pipeline.embed.backbones import build_backbone
 from reid_pipeline.errors import CheckpointError
 from reid_pipeline.match.scoring import score_pairs
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "reid_pipeline.checkpoint/1"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "default.pt"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

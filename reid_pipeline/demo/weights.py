@@ -5,7 +5,7 @@ pedestrians (``scene.make_crops_dataset``, seeds >= 1000; the demo scene uses se
 people are never in training), OSNet x0.25 at 64x32 from random init (no download), on the
 CPU in about 20 minutes (one thread), then exported fp16 (~0.7 MB).
 
-    uv run python -m reid_pipeline.demo_weights            # writes reid_pipeline/weights/demo.pt
+    uv run python -m reid_pipeline.demo.weights            # writes reid_pipeline/weights/demo.pt
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from reid_pipeline.config import Config, load_config
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DEMO_CHECKPOINT = WEIGHTS / "demo.pt"
 
 
@@ -38,7 +38,7 @@ def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camer
                        time_limit_s: float = 1500.0,
                        extra: dict[str, object] | None = None) -> dict[str, object]:
     """Generate the training crops, train, export fp16 to ``out``, write the model card."""
-    from reid_pipeline.scene import make_crops_dataset
+    from reid_pipeline.datasets.scene import make_crops_dataset
     from reid_pipeline.train.loop import Trainer
 
     tmp = Path(work) if work else Path(tempfile.mkdtemp(prefix="reid-demo-train-"))
@@ -69,10 +69,10 @@ def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camer
         "file": out.name,
         "what": "OSNet x0.25 + 128-d adapter + dichotomy classifier, fp16, 64x32 input",
         "epochs": epochs,
-        "trained_on": f"{people} generated pedestrians (reid_pipeline.scene.make_crops_dataset, "
+        "trained_on": f"{people} generated pedestrians (reid_pipeline.datasets.scene.make_crops_dataset, "
                       f"seed {seed}), 2 generated cameras x {per_camera} crops each; the demo "
                       "scene's people (seed 7) are not among them. No real images.",
-        "reproduce": "uv run python -m reid_pipeline.demo_weights",
+        "reproduce": "uv run python -m reid_pipeline.demo.weights",
         "for": "the offline demo (`reid demo`) only; not a model for real footage",
         "result": result,
     }

@@ -30,7 +30,7 @@ from torch import nn
 from reid_pipeline.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from reid_pipeline.backbones import ImagenetWeights
+    from reid_pipeline.embed.backbones import ImagenetWeights
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
             raise CheckpointError(f"pretrained weights file {str(p)!r} does not exist")
         return p
     home = _torch_home()
-    from reid_pipeline.backbones import imagenet_weights
+    from reid_pipeline.embed.backbones import imagenet_weights
 
     registered = imagenet_weights(arch)
     if registered is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reid_pipeline.config import Config
 from reid_pipeline.errors import OutputError, SourceError
-from reid_pipeline.pipeline import CameraInput, Pipeline, RunSummary
+from reid_pipeline.pipeline.engine import CameraInput, Pipeline, RunSummary
 from reid_pipeline.utils import redact_url
 
 log = logging.getLogger(__name__)

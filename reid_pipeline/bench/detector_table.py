@@ -4,7 +4,7 @@ truth.
 
 usage (data from ../shared, never committed):
 
-    nice -n 10 uv run python benchmarks/detector_table.py \\
+    nice -n 10 uv run python -m reid_pipeline.bench.detector_table \\
         --video ../shared/videos/vtest_480x360.avi \\
         --gt ../shared/data/pets09-s2l1/gt/gt.txt --det ../shared/data/pets09-s2l1/det/det.txt
 

@@ -330,9 +330,9 @@ class LiveSteps:
         frame numbers continue from the stored progress and its track ids from the
         gallery's next free one, so nothing of an earlier run is overwritten.
         """
-        from reid_pipeline.pipeline import CameraInput, CameraSummary, _CameraRun
+        from reid_pipeline.pipeline.engine import CameraInput, CameraSummary, _CameraRun
         from reid_pipeline.sources import DEFAULT_FPS
-        from reid_pipeline.track import CameraTracker
+        from reid_pipeline.track.tracker import CameraTracker
 
         self.p._pending = []
         runs = []
@@ -386,7 +386,7 @@ class LiveSteps:
                 if t.crops else np.zeros((0, dim), np.float32) for r, t in jobs]
 
     def _match(self, finished: list[tuple[Any, Any]], provisional: list[tuple[Any, Any]]) -> None:
-        from reid_pipeline.pipeline import _Pending
+        from reid_pipeline.pipeline.engine import _Pending
 
         p = self.p
         keep = [(r, t) for r, t in finished if len(t.boxes) >= p.cfg.tracker.min_length]
@@ -464,7 +464,7 @@ class StopFlag:
 class LiveStream:
     """Runs ``pipeline`` over live ``sources`` until stopped; see the module docstring.
 
-    ``pipeline`` is a ``reid_pipeline.pipeline.Pipeline`` (driven through ``LiveSteps``);
+    ``pipeline`` is a ``reid_pipeline.pipeline.engine.Pipeline`` (driven through ``LiveSteps``);
     ``sources`` are ``RtspSource`` readers (not started yet).
     ``on_event`` / ``on_status`` let the command print (library code never prints).
     """

@@ -53,8 +53,8 @@ class ImagenetWeights:
 _REGISTRY: dict[str, Builder] = {}
 _IMAGENET: dict[str, ImagenetWeights] = {}
 # modules that register builders when imported (imported on first use, not at package import)
-_PROVIDERS = ("reid_pipeline.backbones.torchvision_nets",
-              "reid_pipeline.backbones.efficientnet_lite")
+_PROVIDERS = ("reid_pipeline.embed.backbones.torchvision_nets",
+              "reid_pipeline.embed.backbones.efficientnet_lite")
 _loaded = False
 
 

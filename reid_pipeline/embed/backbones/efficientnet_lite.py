@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reid_pipeline.backbones import ImagenetWeights, register_backbone
+from reid_pipeline.embed.backbones import ImagenetWeights, register_backbone
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # TensorFlow's decay 0.99

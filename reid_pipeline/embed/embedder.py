@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reid_pipeline.model import IMAGENET_MEAN, IMAGENET_STD, ReIDModel
+from reid_pipeline.embed.model import IMAGENET_MEAN, IMAGENET_STD, ReIDModel
 from reid_pipeline.utils import progress
 
 if TYPE_CHECKING:
@@ -117,8 +117,8 @@ class Embedder:
         return torch.cat(parts)
 
     def embed_records(self, records: Sequence[ImageRecord], desc: str = "embed") -> torch.Tensor:
-        """Embed dataset images (read with ``reid_pipeline.data.read_image``) with a progress bar."""
-        from reid_pipeline.data import read_image
+        """Embed dataset images (read with ``reid_pipeline.datasets.market.read_image``) with a progress bar."""
+        from reid_pipeline.datasets.market import read_image
 
         parts = []
         steps = range(0, len(records), self.batch)

@@ -8,7 +8,7 @@ tracklet probability (mean pair probability over the two crop sets, ``pair_mean`
 the genuine (same person, two tracks) and impostor (two people) distributions and, for
 every threshold, how many wrong merges and missed joins a fixed threshold would make.
 
-    uv run python benchmarks/tracklet_pairs.py RUN_DIR GT.txt SCALE [--checkpoint CK]
+    uv run python -m reid_pipeline.bench.tracklet_pairs RUN_DIR GT.txt SCALE [--checkpoint CK]
         [--backbone NAME] [--last-frame N]
 """
 
@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--last-frame", type=int, default=10**9, help="0-based, inclusive")
     a = ap.parse_args()
     from reid_pipeline.config import load_config
-    from reid_pipeline.embed import Embedder
+    from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.model import load_model
     from reid_pipeline.evaluate.mot import iou_distance, read_gt
-    from reid_pipeline.model import load_model
 
     truth = read_gt(a.gt)  # the evaluate-mot reader: scored rows, MOT15/16 flags
     gt: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -8,7 +8,7 @@ MOTChallenge ground truth with py-motmetrics (IoU >= 0.5; GT rows with flag 0 ar
 regions: predictions overlapping one are dropped first, as MOTChallenge does). No ReID: this
 is the by-track score; confirm the winner with ``reid process`` + score_mot.py (docs/benchmarks.md).
 
-    nice -n 10 uv run python benchmarks/ssd_tracker_sweep.py \\
+    nice -n 10 uv run python -m reid_pipeline.bench.ssd_tracker_sweep \\
         --video ../shared/videos/vtest_480x360.avi --gt ../shared/data/pets09-s2l1/gt/gt.txt
 """
 
@@ -26,9 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.detector_table import iou_matrix, load_boxes, read_frames
+
 from reid_pipeline.config import DetectorConfig, TrackerConfig
 from reid_pipeline.detect.ssd import SsdDetector
-from reid_pipeline.track import CameraTracker
+from reid_pipeline.track.tracker import CameraTracker
 from reid_pipeline.types import Detections, Frame
 
 

@@ -207,7 +207,7 @@ def search_photo(gallery: Any, photo: str | Path, model: Any, embedder: Any,
     """Find the identities the person in ``photo`` most probably is.
 
     ``detector`` is used in ``auto``/``frame`` mode (any ``reid_pipeline.detect`` detector);
-    ``embedder`` is a ``reid_pipeline.embed.Embedder`` around ``model``.
+    ``embedder`` is a ``reid_pipeline.embed.embedder.Embedder`` around ``model``.
     """
     from sqlalchemy import select
 

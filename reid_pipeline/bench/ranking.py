@@ -1,7 +1,7 @@
 """Benchmark: ranking metrics and re-ranking on a synthetic Market-1501-sized problem.
 
-    uv run python -m reid_pipeline.evaluate.bench            # everything (several minutes)
-    uv run python -m reid_pipeline.evaluate.bench --part rank --no-torchreid
+    uv run python -m reid_pipeline.bench.ranking            # everything (several minutes)
+    uv run python -m reid_pipeline.bench.ranking --part rank --no-torchreid
 
 Market-1501's test split: 3,368 queries, 15,913 gallery images (750 identities, 2,793
 distractors with pid 0), 6 cameras. Features are synthetic (identity centres + noise, 512-D)
@@ -130,10 +130,10 @@ def check_against_torchreid(data: str, checkpoint: str, backbone: str, rerank: b
     """Real images: our evaluation vs torchreid's own pipeline on the same embeddings
     (``compute_distance_matrix`` + python ``evaluate_rank`` + ``re_ranking``)."""
     from reid_pipeline.config import Config
-    from reid_pipeline.data import load_dataset, read_image
-    from reid_pipeline.embed import Embedder
+    from reid_pipeline.datasets.market import load_dataset, read_image
+    from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.model import load_model
     from reid_pipeline.evaluate.runner import evaluate_features
-    from reid_pipeline.model import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
