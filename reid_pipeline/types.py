@@ -103,3 +103,5 @@ class Sighting:
     track: int
     identity: int | None
     score: float | None
+    name: str | None = None  # the identity's name, if it has one
+    tracklet: int | None = None  # the gallery's tracklet row id

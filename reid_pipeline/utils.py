@@ -37,8 +37,9 @@ class RedactingFilter(logging.Filter):
 def setup_logging(level: str = "INFO") -> None:
     """Configure root logging for the CLI (library code only calls ``logging.getLogger``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -60,11 +61,22 @@ def resolve_device(name: str = "auto") -> Any:
     return torch.device(name)
 
 
-def progress(it: Iterable[T], desc: str = "", total: int | None = None,
-             unit: str = "it", **kw: Any) -> Iterator[T]:
+def progress(
+    it: Iterable[T], desc: str = "", total: int | None = None, unit: str = "it", **kw: Any
+) -> Iterator[T]:
     """A tqdm progress bar on stderr; silent when REID_NO_PROGRESS=1 (tests, logs to files)."""
     from tqdm.auto import tqdm
 
     disable = os.environ.get("REID_NO_PROGRESS") == "1"
-    return iter(tqdm(it, desc=desc, total=total, unit=unit, disable=disable,
-                     dynamic_ncols=True, leave=False, **kw))
+    return iter(
+        tqdm(
+            it,
+            desc=desc,
+            total=total,
+            unit=unit,
+            disable=disable,
+            dynamic_ncols=True,
+            leave=False,
+            **kw,
+        )
+    )

@@ -51,12 +51,20 @@ def open_gallery(backend: str, tmp_path: Path, **cfg: object) -> Iterator[Galler
         yield g
 
 
-def make_tracklet(camera: str, track_id: int, frames: range, fps: float = 25.0,
-                  crops_every: int = 5, seed: int = 0) -> Tracklet:
+def make_tracklet(
+    camera: str,
+    track_id: int,
+    frames: range,
+    fps: float = 25.0,
+    crops_every: int = 5,
+    seed: int = 0,
+) -> Tracklet:
     """A synthetic tracklet: a box drifting right, a small colored crop every few frames."""
     rng = np.random.default_rng(seed + track_id)
-    boxes = [TrackedBox(camera, f, f / fps, (10.0 + f, 20.0, 40.0 + f, 100.0), 0.9, track_id)
-             for f in frames]
+    boxes = [
+        TrackedBox(camera, f, f / fps, (10.0 + f, 20.0, 40.0 + f, 100.0), 0.9, track_id)
+        for f in frames
+    ]
     crop_frames = [f for f in frames if (f - frames.start) % crops_every == 0]
     crops = [rng.integers(0, 255, (64, 32, 3), dtype=np.uint8) for _ in crop_frames]
     return Tracklet(camera, track_id, boxes, crops, crop_frames, finished=True)

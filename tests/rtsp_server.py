@@ -35,14 +35,21 @@ from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 GST_PACKAGES = [
-    "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-rtsp", "gstreamer1.0-plugins-base",
-    "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-bad", "gstreamer1.0-plugins-ugly",
-    "gstreamer1.0-libav", "python3-gi",
+    "gir1.2-gst-rtsp-server-1.0",
+    "gstreamer1.0-rtsp",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+    "gstreamer1.0-plugins-ugly",
+    "gstreamer1.0-libav",
+    "python3-gi",
 ]
-_PROBE = ("import gi; gi.require_version('Gst', '1.0'); "
-          "gi.require_version('GstRtspServer', '1.0'); "
-          "from gi.repository import Gst; Gst.init(None); "
-          "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
+_PROBE = (
+    "import gi; gi.require_version('Gst', '1.0'); "
+    "gi.require_version('GstRtspServer', '1.0'); "
+    "from gi.repository import Gst; Gst.init(None); "
+    "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')"
+)
 
 
 # ------------------------------------------------------------------ helpers (project Python)
@@ -66,18 +73,18 @@ def ensure_gst_rtsp() -> None:
         return
     apt = shutil.which("apt-get")
     if apt is None:
-        raise RuntimeError("GStreamer RTSP server missing and apt-get not found: install "
-                           + " ".join(GST_PACKAGES))
+        raise RuntimeError(
+            "GStreamer RTSP server missing and apt-get not found: install " + " ".join(GST_PACKAGES)
+        )
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     cmd = sudo + [apt, "install", "-y", "--no-install-recommends", *GST_PACKAGES]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
-                           check=False)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
     if r.returncode != 0:  # stale or missing package lists: refresh once and retry
-        subprocess.run(sudo + [apt, "update"], capture_output=True, env=env, timeout=600,
-                       check=False)
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900,
-                           check=False)
+        subprocess.run(
+            sudo + [apt, "update"], capture_output=True, env=env, timeout=600, check=False
+        )
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
     if r.returncode != 0 or not gst_rtsp_available():
         raise RuntimeError(f"could not install the GStreamer RTSP server: {r.stderr[-2000:]}")
 
@@ -96,9 +103,17 @@ class RtspTestServer:
     "camera" comes back.
     """
 
-    def __init__(self, source: str = "videotestsrc", path: str = "/cam", port: int = 0,
-                 width: int = 320, height: int = 240, fps: int = 10,
-                 user: str = "", password: str = "") -> None:
+    def __init__(
+        self,
+        source: str = "videotestsrc",
+        path: str = "/cam",
+        port: int = 0,
+        width: int = 320,
+        height: int = 240,
+        fps: int = 10,
+        user: str = "",
+        password: str = "",
+    ) -> None:
         self.source, self.path, self.port = source, path, port or free_port()
         self.width, self.height, self.fps = width, height, fps
         self.user, self.password = user, password
@@ -110,9 +125,20 @@ class RtspTestServer:
         return f"rtsp://{cred}127.0.0.1:{self.port}{self.path}"
 
     def start(self, wait_s: float = 20.0) -> RtspTestServer:
-        cmd = [SYSTEM_PYTHON, str(Path(__file__).resolve()), "--port", str(self.port),
-               "--path", self.path, "--width", str(self.width), "--height", str(self.height),
-               "--fps", str(self.fps)]
+        cmd = [
+            SYSTEM_PYTHON,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(self.port),
+            "--path",
+            self.path,
+            "--width",
+            str(self.width),
+            "--height",
+            str(self.height),
+            "--fps",
+            str(self.fps),
+        ]
         if self.user:
             cmd += ["--user", self.user, "--password", self.password]
         cmd.append(self.source)
@@ -152,9 +178,11 @@ class RtspTestServer:
 
 def _encoder(args: argparse.Namespace) -> str:
     caps = f"video/x-raw,format=I420,width={args.width},height={args.height}"
-    return (f"videoconvert ! videoscale ! videorate ! {caps},framerate={args.fps}/1 ! "
-            f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
-            "bitrate=1000 ! rtph264pay name=pay0 pt=96 config-interval=1")
+    return (
+        f"videoconvert ! videoscale ! videorate ! {caps},framerate={args.fps}/1 ! "
+        f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
+        "bitrate=1000 ! rtph264pay name=pay0 pt=96 config-interval=1"
+    )
 
 
 def _launch_line(args: argparse.Namespace) -> str:
@@ -164,8 +192,10 @@ def _launch_line(args: argparse.Namespace) -> str:
     elif "%" in src:  # a numbered frame sequence, looped forever
         dec = "pngdec" if src.lower().endswith(".png") else "jpegdec"
         kind = "image/png" if dec == "pngdec" else "image/jpeg"
-        head = (f"multifilesrc location={src} index=0 loop=true "
-                f"caps={kind},framerate={args.fps}/1 ! {dec}")
+        head = (
+            f"multifilesrc location={src} index=0 loop=true "
+            f"caps={kind},framerate={args.fps}/1 ! {dec}"
+        )
     else:
         head = f"filesrc location={src} ! decodebin"
     return f"( {head} ! {_encoder(args)} )"
@@ -232,7 +262,9 @@ def _serve_tcp(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("source", help="videotestsrc | frames/%%05d.jpg | video file | garbage | silent")
+    ap.add_argument(
+        "source", help="videotestsrc | frames/%%05d.jpg | video file | garbage | silent"
+    )
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--path", default="/cam")
     ap.add_argument("--width", type=int, default=320)

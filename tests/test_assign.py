@@ -4,6 +4,7 @@ clustering, provisional scoring, and writing through the gallery."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +47,18 @@ def mixed(**weights: float) -> np.ndarray:
     return v[None, :]
 
 
-def matcher_with(identities: dict[int, np.ndarray], threshold: float = 0.5,
-                 score_fn=dot_prob,  # type: ignore[no-untyped-def]
-                 tracklet_score: str = "crop_best_mean") -> IdentityMatcher:
+def matcher_with(
+    identities: dict[int, np.ndarray],
+    threshold: float = 0.5,
+    score_fn=dot_prob,  # type: ignore[no-untyped-def]
+    tracklet_score: str = "crop_best_mean",
+) -> IdentityMatcher:
     cache = ExemplarCache(None, "m")
     for iid, vecs in identities.items():
         cache.set_identity(iid, vecs)
-    return IdentityMatcher(score_fn, cache, MatchConfig(threshold=threshold,
-                                                        tracklet_score=tracklet_score))
+    return IdentityMatcher(
+        score_fn, cache, MatchConfig(threshold=threshold, tracklet_score=tracklet_score)
+    )
 
 
 def q(camera: str, start: float, end: float, emb: np.ndarray, key: object) -> MatchQuery:
@@ -67,7 +72,7 @@ def test_threshold_decides_between_existing_and_new() -> None:
     assert out[0].probability == pytest.approx(0.8)
     assert out[1].is_new and out[1].identity_id is not None and out[1].identity_id < 0
     assert out[1].best_existing == pytest.approx(0.55)
-    m.cfg.threshold = 0.5
+    m.cfg = replace(m.cfg, threshold=0.5)
     assert m.match([q("c", 5, 6, mixed(b=0.55), "y")])[0].identity_id == 2
 
 
@@ -77,14 +82,21 @@ def test_tracklet_probability_is_the_mean_of_each_crops_best_exemplar() -> None:
     crops = np.concatenate([mixed(a=0.9), mixed(c=0.7)])
     (a,) = m.match([q("c", 0, 1, crops, "t")])
     assert a.identity_id == 1 and a.probability == pytest.approx(0.8)
-    m.cfg.tracklet_score = "mean_embedding"  # mean crop = (0.45, 0.35): 0.45 < threshold
+    m.cfg = replace(
+        m.cfg, tracklet_score="mean_embedding"
+    )  # mean crop = (0.45, 0.35): 0.45 < threshold
     assert m.match([q("c", 0, 1, crops, "t")])[0].is_new
 
 
 def test_overlapping_tracklets_of_one_camera_never_share_an_identity() -> None:
     m = matcher_with({1: unit(0)[None]})
-    out = m.match([q("lobby", 0, 10, mixed(a=0.9), "p"), q("lobby", 5, 15, mixed(a=0.8), "q"),
-                   q("street", 5, 15, mixed(a=0.7), "r")])
+    out = m.match(
+        [
+            q("lobby", 0, 10, mixed(a=0.9), "p"),
+            q("lobby", 5, 15, mixed(a=0.8), "q"),
+            q("street", 5, 15, mixed(a=0.7), "r"),
+        ]
+    )
     assert out[0].identity_id == 1  # the better match keeps the identity
     assert out[1].identity_id != 1 and out[1].is_new
     assert out[2].identity_id == 1  # another camera at the same time is fine
@@ -92,8 +104,7 @@ def test_overlapping_tracklets_of_one_camera_never_share_an_identity() -> None:
 
 def test_committed_intervals_block_the_same_camera_at_the_same_time() -> None:
     m = matcher_with({1: unit(0)[None], 2: unit(1)[None]})
-    m.cache.occupancy.add(Interval(tracklet_id=77, identity_id=1, camera="lobby", start=0,
-                                   end=10))
+    m.cache.occupancy.add(Interval(tracklet_id=77, identity_id=1, camera="lobby", start=0, end=10))
     crops = mixed(a=0.9, b=0.6)
     assert m.match([q("lobby", 8, 12, crops, "k")])[0].identity_id == 2
     assert m.match([q("lobby", 11, 12, crops, "k")])[0].identity_id == 1  # after it left
@@ -124,8 +135,14 @@ def test_non_overlapping_tracklets_in_one_conflict_group_can_share() -> None:
 def test_new_people_in_one_batch_are_clustered_with_the_same_rule() -> None:
     m = matcher_with({}, threshold=0.5)
     person = mixed(c=0.8, d=0.6)
-    out = m.match([q("lobby", 0, 5, person, "l"), q("street", 20, 30, person, "s"),
-                   q("lobby", 3, 8, mixed(c=0.8, d=0.55), "twin"), q("lobby", 40, 50, mixed(h=1.0), "x")])
+    out = m.match(
+        [
+            q("lobby", 0, 5, person, "l"),
+            q("street", 20, 30, person, "s"),
+            q("lobby", 3, 8, mixed(c=0.8, d=0.55), "twin"),
+            q("lobby", 40, 50, mixed(h=1.0), "x"),
+        ]
+    )
     ids = {a.key: a.identity_id for a in out}
     assert all(a.is_new for a in out)
     assert ids["l"] == ids["s"]  # same new person in two cameras: one identity
@@ -138,16 +155,26 @@ def test_random_batches_keep_the_invariant_and_the_threshold() -> None:
     rng = np.random.default_rng(3)
     m = matcher_with({i: unit(i % D)[None] * 1.0 for i in range(1, D + 1)}, threshold=0.4)
     for _ in range(20):
-        qs = [q(f"cam{rng.integers(2)}", float(s), float(s + rng.uniform(1, 10)),
-                np.abs(rng.normal(0.3, 0.3, (3, D))).astype(np.float32), k)
-              for k, s in enumerate(rng.uniform(0, 30, 12))]
+        qs = [
+            q(
+                f"cam{rng.integers(2)}",
+                float(s),
+                float(s + rng.uniform(1, 10)),
+                np.abs(rng.normal(0.3, 0.3, (3, D))).astype(np.float32),
+                k,
+            )
+            for k, s in enumerate(rng.uniform(0, 30, 12))
+        ]
         out = m.match(qs)
         for i, a in enumerate(out):
             if not a.is_new:
                 assert a.probability is not None and a.probability >= 0.4
             for j in range(i + 1, len(out)):
-                same_place = (qs[i].camera == qs[j].camera and qs[i].start <= qs[j].end
-                              and qs[j].start <= qs[i].end)
+                same_place = (
+                    qs[i].camera == qs[j].camera
+                    and qs[i].start <= qs[j].end
+                    and qs[j].start <= qs[i].end
+                )
                 if same_place:
                     assert a.identity_id != out[j].identity_id
 
@@ -162,10 +189,7 @@ def test_tracklet_without_crops_stays_unidentified() -> None:
 # ---------------------------------------------------------------- through the gallery
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def gallery(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    with open_gallery(request.param, tmp_path) as g:
-        yield g
+# ``gallery``: the shared SQLite/PostgreSQL fixture of conftest.py
 
 
 def _person(rng: np.random.Generator, center: np.ndarray, n: int = 6) -> np.ndarray:
@@ -205,8 +229,9 @@ def test_commit_creates_matches_and_keeps_cache_in_sync(gallery: Gallery) -> Non
     ids, _ = gallery.exemplars("m1")
     assert np.bincount(ids).max() <= 3  # bounded per identity
     fresh = ExemplarCache(gallery, "m1")
-    assert {k: v.shape for k, v in fresh.snapshot().items()} == \
-        {k: v.shape for k, v in cache.snapshot().items()}
+    assert {k: v.shape for k, v in fresh.snapshot().items()} == {
+        k: v.shape for k, v in cache.snapshot().items()
+    }
     assert len(fresh.occupancy) == len(cache.occupancy) == 6
     # provisional scoring of a running track creates nothing
     before = gallery.counts()
@@ -226,8 +251,9 @@ def test_single_assign_calls_in_one_transaction_respect_each_other(gallery: Gall
         for tid, frames in ((1, range(30)), (2, range(10, 40)), (3, range(80, 90))):
             t = make_tracklet("lobby", tid, frames)
             row = uow.record_tracklet(sid, t)
-            results.append(m.assign(uow, row, "lobby", t.first_seen, t.last_seen,
-                                    _person(rng, center)))
+            results.append(
+                m.assign(uow, row, "lobby", t.first_seen, t.last_seen, _person(rng, center))
+            )
     a, b, c = (r[0] for r in results)
     assert a is not None and b is not None and a != b  # simultaneous: two people
     assert c in (a, b)  # later, alone: one of them again (both hold this look), not a new one
@@ -240,8 +266,10 @@ def test_prefilter_gives_the_exact_decision_on_a_large_gallery() -> None:
     cache = ExemplarCache(None, "m")
     for i, c in enumerate(centers, start=1):
         cache.set_identity(i, c + rng.normal(0, 0.1, (3, dim)))
-    qs = [q("c", 10.0 * i, 10.0 * i + 5, centers[t] + rng.normal(0, 0.1, (8, dim)), i)
-          for i, t in enumerate([3, 77, 150, 299])]
+    qs = [
+        q("c", 10.0 * i, 10.0 * i + 5, centers[t] + rng.normal(0, 0.1, (8, dim)), i)
+        for i, t in enumerate([3, 77, 150, 299])
+    ]
     qs.append(q("c", 100, 105, rng.normal(0, 1, (8, dim)), "stranger"))
     exact = IdentityMatcher(dichotomy_prob, cache, MatchConfig(prefilter=0)).match(qs)
     fast = IdentityMatcher(dichotomy_prob, cache, MatchConfig(prefilter=16)).match(qs)
@@ -272,8 +300,8 @@ def test_stored_exemplars_skip_a_tracklets_odd_crops(tmp_path: Path) -> None:
 def test_pair_mean_averages_over_all_exemplars() -> None:
     m = matcher_with({1: np.stack([unit(0), unit(2)])}, threshold=0.5)
     crops = np.concatenate([mixed(a=0.9), mixed(c=0.7)])
-    m.cfg.tracklet_score = "pair_mean"  # (0.9 + 0 + 0 + 0.7) / 4 = 0.4 < threshold
+    m.cfg = replace(m.cfg, tracklet_score="pair_mean")  # (0.9 + 0 + 0 + 0.7) / 4 = 0.4 < threshold
     (a,) = m.match([q("c", 0, 1, crops, "t")])
     assert a.is_new and a.best_existing == pytest.approx(0.4)
-    m.cfg.threshold = 0.35
+    m.cfg = replace(m.cfg, threshold=0.35)
     assert m.match([q("c", 0, 1, crops, "t")])[0].identity_id == 1

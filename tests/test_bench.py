@@ -40,8 +40,14 @@ def test_every_stage_has_ours_and_baseline(bench_run: tuple[dict, str]) -> None:
         # the printed table carries the same figures
         assert f"{r['ours_value']:11.3e}".strip() in table
     baselines = " | ".join(r["baseline"] for r in data["rows"])
-    for name in ("torch.cdist(p=1)", "naive", "cosine", "FeatureExtractor-like",
-                 "one frame at a time", "track()"):
+    for name in (
+        "torch.cdist(p=1)",
+        "naive",
+        "cosine",
+        "FeatureExtractor-like",
+        "one frame at a time",
+        "track()",
+    ):
         assert name in baselines, name
     assert "RANDOM weights" in table  # no detector weights offline: the output says so
 
@@ -61,8 +67,17 @@ def test_bad_stage_and_unwritable_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert "bench.stages" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = main(["bench", "--stages", "scoring", "--device", "cpu", "--json",
-               str(blocker / "sub" / "out.json")])
+    rc = main(
+        [
+            "bench",
+            "--stages",
+            "scoring",
+            "--device",
+            "cpu",
+            "--json",
+            str(blocker / "sub" / "out.json"),
+        ]
+    )
     assert rc == 2
     assert "cannot write bench results" in capsys.readouterr().err
 
@@ -90,7 +105,7 @@ def test_timeit_and_graphed_features_on_cpu() -> None:
 def test_fast_embedder_matches_embedder_on_cpu() -> None:
     import numpy as np
 
-    from reid_pipeline.bench.speed import _random_crops
+    from reid_pipeline.bench.speed import random_crops
     from reid_pipeline.embed.embedder import Embedder, crops_to_batch
     from reid_pipeline.embed.graphed import FastEmbedder
     from reid_pipeline.embed.model import ReIDModel
@@ -98,7 +113,7 @@ def test_fast_embedder_matches_embedder_on_cpu() -> None:
     torch.manual_seed(0)
     model = ReIDModel("osnet_x0_25", embed_dim=16, height=64, width=32).eval()
     fe = FastEmbedder(model, "cpu", batch=4)
-    crops = _random_crops(6)
+    crops = random_crops(6)
     a, b = fe.resize(crops), crops_to_batch(crops, 64, 32, "cpu")
     assert a.shape == b.shape == (6, 3, 64, 32) and a.dtype == torch.uint8
     assert (a.float() - b.float()).abs().mean() < 2.0  # two area-like filters agree

@@ -21,13 +21,21 @@ def _jpg(path: Path, seed: int = 0) -> None:
 
 def _market(root: Path) -> Path:
     d = root / "Market-1501-v15.09.15"
-    for name in ("0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s1_000001_01.jpg",
-                 "-1_c1s1_000001_00.jpg"):
+    for name in (
+        "0002_c1s1_000451_03.jpg",
+        "0002_c2s1_000551_01.jpg",
+        "0007_c3s1_000001_01.jpg",
+        "-1_c1s1_000001_00.jpg",
+    ):
         _jpg(d / "bounding_box_train" / name)
     for name in ("0010_c1s1_000001_00.jpg", "0011_c6s2_000001_00.jpg", "-1_c2s1_000001_00.jpg"):
         _jpg(d / "query" / name)
-    for name in ("0010_c2s1_000002_00.jpg", "0011_c1s1_000009_00.jpg", "0000_c3s1_000001_00.jpg",
-                 "-1_c4s1_000001_00.jpg"):
+    for name in (
+        "0010_c2s1_000002_00.jpg",
+        "0011_c1s1_000009_00.jpg",
+        "0000_c3s1_000001_00.jpg",
+        "-1_c4s1_000001_00.jpg",
+    ):
         _jpg(d / "bounding_box_test" / name)
     (d / "bounding_box_test" / "Thumbs.db").write_bytes(b"x")
     return d
@@ -66,8 +74,9 @@ def test_msmt_layout(tmp_path: Path) -> None:
     _jpg(base / "train" / "0001" / "0001_000_05_0303morning_0016_0.jpg")
     _jpg(base / "test" / "0000" / "0000_000_14_0303morning_0017_0.jpg")
     _jpg(base / "test" / "0000" / "0000_001_02_0303morning_0018_0.jpg")
-    (base / "list_train.txt").write_text("0000/0000_000_01_0303morning_0015_0.jpg 0\n"
-                                         "0001/0001_000_05_0303morning_0016_0.jpg 1\n")
+    (base / "list_train.txt").write_text(
+        "0000/0000_000_01_0303morning_0015_0.jpg 0\n0001/0001_000_05_0303morning_0016_0.jpg 1\n"
+    )
     (base / "list_query.txt").write_text("0000/0000_000_14_0303morning_0017_0.jpg 0\n")
     (base / "list_gallery.txt").write_text("0000/0000_001_02_0303morning_0018_0.jpg 0\n")
     ds = load_dataset(tmp_path)

@@ -32,8 +32,14 @@ CAMERAS = [c.name for c in demo_scene_spec().cameras]
 
 
 def _cfg(out: Path, db: str = "", **extra: Any) -> Config:
-    o = {**demo_config_overrides(), "device": "cpu", "output.out": str(out),
-         "output.video": False, "output.html": False, "gallery.db": db}
+    o = {
+        **demo_config_overrides(),
+        "device": "cpu",
+        "output.out": str(out),
+        "output.video": False,
+        "output.html": False,
+        "gallery.db": db,
+    }
     o.update(extra)
     return load_config(None, o)
 
@@ -56,8 +62,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
     torch.manual_seed(0)
-    export_fp16(path, ReIDModel("osnet_x0_25", num_classes=2, embed_dim=32, height=64,
-                                width=32))
+    export_fp16(path, ReIDModel("osnet_x0_25", num_classes=2, embed_dim=32, height=64, width=32))
     return {"model.checkpoint": str(path), "model.backbone": "osnet_x0_25"}
 
 
@@ -71,8 +76,13 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     buf = io.StringIO()
     with redirect_stdout(buf):
         rc = main(["demo", "--out", str(out), "--device", "cpu"])
-    return {"rc": rc, "stdout": buf.getvalue(), "out": out, "scene": out / "scene",
-            "db": str(out / "reid.db")}
+    return {
+        "rc": rc,
+        "stdout": buf.getvalue(),
+        "out": out,
+        "scene": out / "scene",
+        "db": str(out / "reid.db"),
+    }
 
 
 def test_demo_against_ground_truth(demo_run: dict[str, Any]) -> None:
@@ -88,8 +98,9 @@ def test_demo_against_ground_truth(demo_run: dict[str, Any]) -> None:
     assert score.identities == persons and counts["identities"] == persons
     assert all(len(ps) == 1 for ps in score.identity_persons.values())
     # tracking: every person found in both cameras, every tracklet on a real person
-    assert not [why for why in score.persons_wrong.values() if "not tracked" in why], \
+    assert not [why for why in score.persons_wrong.values() if "not tracked" in why], (
         score.describe()
+    )
     assert score.tracklets_unmatched == 0 and score.tracklets >= 2 * persons
     # the one-place rule: nobody merged with a person seen at the same time in one camera
     assert score.merged_simultaneous == []
@@ -109,8 +120,19 @@ def test_demo_outputs(demo_run: dict[str, Any]) -> None:
     out: Path = demo_run["out"]
     with open(out / "sightings.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert rows and set(rows[0]) >= {"camera", "frame", "timestamp", "x1", "y1", "x2", "y2",
-                                     "confidence", "track", "identity", "score"}
+    assert rows and set(rows[0]) >= {
+        "camera",
+        "frame",
+        "timestamp",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "confidence",
+        "track",
+        "identity",
+        "score",
+    }
     assert {r["camera"] for r in rows} == set(CAMERAS)
     assert len((out / "sightings.jsonl").read_text().splitlines()) == len(rows)
     for cam in CAMERAS:
@@ -123,8 +145,9 @@ def test_demo_outputs(demo_run: dict[str, Any]) -> None:
         assert f"#{i}" in html
 
 
-def test_rerun_is_idempotent_and_bad_input_keeps_gallery(demo_run: dict[str, Any],
-                                                         tmp_path: Path) -> None:
+def test_rerun_is_idempotent_and_bad_input_keeps_gallery(
+    demo_run: dict[str, Any], tmp_path: Path
+) -> None:
     cfg = _cfg(demo_run["out"])
     _, before = _score(cfg, demo_run["db"], demo_run["scene"])
     res = process_videos(cfg, _inputs(demo_run["scene"]))
@@ -137,8 +160,9 @@ def test_rerun_is_idempotent_and_bad_input_keeps_gallery(demo_run: dict[str, Any
     assert again == before
 
 
-def test_resume_after_interruption(demo_run: dict[str, Any], tiny_model: dict[str, Any],
-                                   tmp_path: Path) -> None:
+def test_resume_after_interruption(
+    demo_run: dict[str, Any], tiny_model: dict[str, Any], tmp_path: Path
+) -> None:
     cfg = _cfg(tmp_path / "out", **{"detector.batch": 4, **tiny_model})
     db = str(tmp_path / "out" / "reid.db")
     steps = {"n": 0}
@@ -159,9 +183,11 @@ def test_resume_after_interruption(demo_run: dict[str, Any], tiny_model: dict[st
     score, counts = _score(cfg, db, demo_run["scene"])
     assert score.merged_simultaneous == [] and score.tracklets_unmatched == 0, score.describe()
     con = sqlite3.connect(db)
-    dup = con.execute("select count(*) from (select t.camera_id, s.frame, s.x1, s.y1 from "
-                      "sightings s join tracklets t on t.id = s.tracklet_id group by 1, 2, 3, 4 "
-                      "having count(*) > 1)").fetchone()[0]
+    dup = con.execute(
+        "select count(*) from (select t.camera_id, s.frame, s.x1, s.y1 from "
+        "sightings s join tracklets t on t.id = s.tracklet_id group by 1, 2, 3, 4 "
+        "having count(*) > 1)"
+    ).fetchone()[0]
     assert dup == 0
     assert {s for (s,) in con.execute("select status from sources")} == {"done"}
     con.close()
@@ -173,8 +199,9 @@ def test_resume_after_interruption(demo_run: dict[str, Any], tiny_model: dict[st
     assert abs(counts["sightings"] - full["sightings"]) <= 0.05 * full["sightings"]
 
 
-def test_postgresql_end_to_end(demo_run: dict[str, Any], tiny_model: dict[str, Any],
-                               tmp_path: Path) -> None:
+def test_postgresql_end_to_end(
+    demo_run: dict[str, Any], tiny_model: dict[str, Any], tmp_path: Path
+) -> None:
     with pg_schema() as url:
         cfg = _cfg(tmp_path / "out", db=url, **tiny_model)
         process_videos(cfg, _inputs(demo_run["scene"]))

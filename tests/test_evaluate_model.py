@@ -51,9 +51,13 @@ def _market(root: Path, pids: int = 6, noise: float = 25.0) -> Path:
         (d / sub).mkdir(parents=True)
     for pid in range(1, pids + 1):
         col = rng.integers(0, 255, 3)
-        for cam, sub, n in ((1, "query", 1), (1, "bounding_box_test", 1),
-                            (2, "bounding_box_test", 2), (3, "bounding_box_test", 1),
-                            (4, "bounding_box_train", 2)):
+        for cam, sub, n in (
+            (1, "query", 1),
+            (1, "bounding_box_test", 1),
+            (2, "bounding_box_test", 2),
+            (3, "bounding_box_test", 1),
+            (4, "bounding_box_train", 2),
+        ):
             for k in range(n):
                 img = np.clip(col + rng.normal(0, noise, (40, 20, 3)), 0, 255).astype(np.uint8)
                 cv2.imwrite(str(d / sub / f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg"), img)
@@ -73,10 +77,17 @@ def test_evaluate_model_shape_and_consistency(tmp_path: Path) -> None:
     d = _market(tmp_path)
     q, g = _records(d, "query"), _records(d, "gallery")
     model = Tiny()
-    out = evaluate_model(model, q, g, ["euclidean", "cosine", "dissimilarity"], "cpu",
-                         batch=5, rerank=True)
-    assert list(out) == ["euclidean", "euclidean+rerank", "cosine", "cosine+rerank",
-                         "dissimilarity", "dissimilarity+rerank"]
+    out = evaluate_model(
+        model, q, g, ["euclidean", "cosine", "dissimilarity"], "cpu", batch=5, rerank=True
+    )
+    assert list(out) == [
+        "euclidean",
+        "euclidean+rerank",
+        "cosine",
+        "cosine+rerank",
+        "dissimilarity",
+        "dissimilarity+rerank",
+    ]
     for m in out.values():
         assert set(m) == {"rank1", "rank5", "rank10", "mAP", "mINP"}
         assert all(0.0 <= v <= 1.0 for v in m.values())
@@ -91,8 +102,9 @@ def test_evaluate_model_shape_and_consistency(tmp_path: Path) -> None:
     qf = emb.embed_crops([read_image(r.path) for r in q])
     gf = emb.embed_crops([read_image(r.path) for r in g])
     s = model.pair_scores(qf, gf)
-    ref = evaluate_rank_full(-s, [r.pid for r in q], [r.pid for r in g],
-                             [r.camid for r in q], [r.camid for r in g])
+    ref = evaluate_rank_full(
+        -s, [r.pid for r in q], [r.pid for r in g], [r.camid for r in q], [r.camid for r in g]
+    )
     assert out["dissimilarity"] == pytest.approx(ref.summary())
     # dissimilarity distance = b - s (non-negative for w >= 0), same order as -s
     dist = distance("dissimilarity", model, qf, gf)
@@ -104,8 +116,9 @@ def test_hard_case_differs_between_modes(tmp_path: Path) -> None:
     """With noisy images the three modes are genuinely different functions."""
     d = _market(tmp_path, pids=10, noise=90.0)
     q, g = _records(d, "query"), _records(d, "gallery")
-    res = run_evaluation(Tiny(), q, g, ["euclidean", "cosine", "dissimilarity"], "cpu", batch=8,
-                         keep_distmats=True)
+    res = run_evaluation(
+        Tiny(), q, g, ["euclidean", "cosine", "dissimilarity"], "cpu", batch=8, keep_distmats=True
+    )
     dms = res.distmats
     assert not np.allclose(np.argsort(dms["euclidean"], 1), np.argsort(dms["cosine"], 1))
     assert res.results["euclidean"].num_skipped == 0
@@ -133,20 +146,34 @@ def test_unknown_mode_and_empty_sets(tmp_path: Path) -> None:
         evaluate_model(Tiny(), [], g, ["cosine"], "cpu")
 
 
-def test_cli_writes_metrics_plots_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_cli_writes_metrics_plots_and_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import reid_pipeline.embed.model as model_mod
 
     d = _market(tmp_path / "data")
     monkeypatch.setattr(model_mod, "load_model", lambda spec, cfg, device: Tiny())
     out = tmp_path / "eval"
-    rc = cli.main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint", "x.pt",
-                   "--out", str(out), "--rerank", "--set", "eval.ranked_queries=3"])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--data",
+            str(tmp_path / "data"),
+            "--checkpoint",
+            "x.pt",
+            "--out",
+            str(out),
+            "--rerank",
+            "--set",
+            "eval.ranked_queries=3",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {f"{m}{s}" for m in ("euclidean", "cosine", "dissimilarity")
-                            for s in ("", "+rerank")}
+    assert set(metrics) == {
+        f"{m}{s}" for m in ("euclidean", "cosine", "dissimilarity") for s in ("", "+rerank")
+    }
     assert all(0 <= v <= 1 for m in metrics.values() for v in m.values())
     assert cv2.imread(str(out / "cmc.png")) is not None
     ranked = cv2.imread(str(out / "ranked_dissimilarity.png"))
@@ -161,8 +188,17 @@ def test_cli_writes_metrics_plots_and_table(tmp_path: Path, monkeypatch: pytest.
 
 def test_cli_bad_root_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    rc = cli.main(["evaluate", "--data", str(tmp_path / "empty"), "--checkpoint", "x.pt",
-                   "--out", str(tmp_path / "o")])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--data",
+            str(tmp_path / "empty"),
+            "--checkpoint",
+            "x.pt",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: dataset root") and "bounding_box_train" in err
 
@@ -176,28 +212,57 @@ def test_cli_with_torchreid_zoo_state_dict(tmp_path: Path, capsys: pytest.Captur
     torch.save(net.state_dict(), tmp_path / "zoo.pth")
     _market(tmp_path / "data", pids=4)
     out = tmp_path / "eval"
-    rc = cli.main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint",
-                   str(tmp_path / "zoo.pth"), "--backbone", "osnet_x0_25", "--out", str(out),
-                   "--modes", "euclidean,dissimilarity", "--device", "cpu",
-                   "--set", "model.height=64", "--set", "model.width=32"])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--data",
+            str(tmp_path / "data"),
+            "--checkpoint",
+            str(tmp_path / "zoo.pth"),
+            "--backbone",
+            "osnet_x0_25",
+            "--out",
+            str(out),
+            "--modes",
+            "euclidean,dissimilarity",
+            "--device",
+            "cpu",
+            "--set",
+            "model.height=64",
+            "--set",
+            "model.width=32",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"euclidean", "dissimilarity"}
 
     # one of our own checkpoints (the imported model saved with a non-uniform w)
-    from reid_pipeline.config import Config
+    from reid_pipeline.config import Config, ModelConfig
     from reid_pipeline.embed.model import load_model, save_checkpoint
 
-    cfg = Config()
-    cfg.model.backbone, cfg.model.height, cfg.model.width = "osnet_x0_25", 64, 32
+    cfg = Config(model=ModelConfig(backbone="osnet_x0_25", height=64, width=32))
     model = load_model(str(tmp_path / "zoo.pth"), cfg.model, "cpu")
     with torch.no_grad():
         model.w.copy_(torch.rand(model.w.shape, generator=torch.Generator().manual_seed(0)))
     save_checkpoint(tmp_path / "ours.pt", model, cfg)
-    rc = cli.main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint",
-                   str(tmp_path / "ours.pt"), "--backbone", "osnet_x0_25", "--out",
-                   str(tmp_path / "eval2"), "--modes", "euclidean,dissimilarity", "--device",
-                   "cpu"])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--data",
+            str(tmp_path / "data"),
+            "--checkpoint",
+            str(tmp_path / "ours.pt"),
+            "--backbone",
+            "osnet_x0_25",
+            "--out",
+            str(tmp_path / "eval2"),
+            "--modes",
+            "euclidean,dissimilarity",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     ours = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
     assert ours["euclidean"] == pytest.approx(metrics["euclidean"])  # same backbone features
@@ -208,8 +273,12 @@ def test_cli_with_torchreid_zoo_state_dict(tmp_path: Path, capsys: pytest.Captur
 def test_pick_queries_only_counted_ones() -> None:
     from reid_pipeline.evaluate.plots import pick_queries
 
-    q = [ImageRecord("a", 1, 0), ImageRecord("b", 2, 0), ImageRecord("c", 3, 1),
-         ImageRecord("d", 1, 2)]
+    q = [
+        ImageRecord("a", 1, 0),
+        ImageRecord("b", 2, 0),
+        ImageRecord("c", 3, 1),
+        ImageRecord("d", 1, 2),
+    ]
     g = [ImageRecord("x", 1, 0), ImageRecord("y", 2, 1), ImageRecord("z", 3, 1)]
     # q0: pid 1 only in its own camera -> not counted; q3: pid 1 seen by cam 0 -> counted
     assert pick_queries(q, g, 10) == [1, 3]

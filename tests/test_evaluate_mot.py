@@ -33,13 +33,20 @@ pytestmark = pytest.mark.filterwarnings("ignore:Operation with tuple is deprecat
 # ---------------------------------------------------------------- helpers
 
 
-def _write_seq(root: Path, gt_rows: list[str], length: int = 6, name: str = "TOY",
-               det_rows: list[str] | None = None, size: tuple[int, int] = (200, 150),
-               images: int = 0) -> Path:
+def _write_seq(
+    root: Path,
+    gt_rows: list[str],
+    length: int = 6,
+    name: str = "TOY",
+    det_rows: list[str] | None = None,
+    size: tuple[int, int] = (200, 150),
+    images: int = 0,
+) -> Path:
     (root / "gt").mkdir(parents=True, exist_ok=True)
     (root / "seqinfo.ini").write_text(
         f"[Sequence]\nname={name}\nimDir=img1\nframeRate=10\nseqLength={length}\n"
-        f"imWidth={size[0]}\nimHeight={size[1]}\nimExt=.jpg\n")
+        f"imWidth={size[0]}\nimHeight={size[1]}\nimExt=.jpg\n"
+    )
     (root / "gt" / "gt.txt").write_text("".join(r + "\n" for r in gt_rows))
     if det_rows is not None:
         (root / "det").mkdir(exist_ok=True)
@@ -77,23 +84,30 @@ def asfarray(monkeypatch: pytest.MonkeyPatch) -> None:
     """The library's own loaders call np.asfarray, which NumPy 2 removed: give it back for
     the reference computations only (our code does not need it)."""
     if not hasattr(np, "asfarray"):
-        monkeypatch.setattr(np, "asfarray", lambda a, dtype=np.float64: np.asarray(a, dtype),
-                            raising=False)
+        monkeypatch.setattr(
+            np, "asfarray", lambda a, dtype=np.float64: np.asarray(a, dtype), raising=False
+        )
 
 
-def _library(gt: Path, res: Path, fmt: str = "mot15-2D", seqinfo: Path | None = None
-             ) -> dict[str, Any]:
+def _library(
+    gt: Path, res: Path, fmt: str = "mot15-2D", seqinfo: Path | None = None
+) -> dict[str, Any]:
     """py-motmetrics' own answer: its MOTChallenge loader and matching (eval_motchallenge's
     path; with ``seqinfo`` its MOT16 path CLEAR_MOT_M, which drops predictions on
     distractors)."""
     if seqinfo is None:
         g = mm.io.loadtxt(str(gt), fmt=fmt, min_confidence=1)
-        acc = mm.utils.compare_to_groundtruth(g, mm.io.loadtxt(str(res), fmt=fmt), "iou",
-                                              distth=0.5)
+        acc = mm.utils.compare_to_groundtruth(
+            g, mm.io.loadtxt(str(res), fmt=fmt), "iou", distth=0.5
+        )
     else:
-        acc, _ = mm.utils.CLEAR_MOT_M(mm.io.loadtxt(str(gt), fmt=fmt),
-                                      mm.io.loadtxt(str(res), fmt=fmt), str(seqinfo), "iou",
-                                      distth=0.5)
+        acc, _ = mm.utils.CLEAR_MOT_M(
+            mm.io.loadtxt(str(gt), fmt=fmt),
+            mm.io.loadtxt(str(res), fmt=fmt),
+            str(seqinfo),
+            "iou",
+            distth=0.5,
+        )
     return mm.metrics.create().compute(acc, metrics=METRICS, return_dataframe=False)
 
 
@@ -169,19 +183,26 @@ def test_ignored_region_mot16_classes(tmp_path: Path, asfarray: None) -> None:
     """MOT16+ ground truth (flag, class, visibility): the library's MOTChallenge path
     (CLEAR_MOT_M) drops predictions on distractors and scores pedestrians only."""
     rows = [r.rsplit(",", 3)[0] + ",1,1.0" for r in _gt15()]  # pedestrians, fully visible
-    rows += ["2,20,60,80,30,60,0,8,0.4",  # a distractor, flag 0
-             "5,21,10,100,40,30,0,3,1.0"]  # a car, flag 0: not a person
+    rows += [
+        "2,20,60,80,30,60,0,8,0.4",  # a distractor, flag 0
+        "5,21,10,100,40,30,0,3,1.0",
+    ]  # a car, flag 0: not a person
     seq = _write_seq(tmp_path / "seq", rows)
     base = _res([(f, p, 10 + p) for f in range(1, 7) for p in (1, 2)])
-    res_rows = [*base, "2,7,60,80,30,60,0.9,-1,-1,-1",  # on the distractor: dropped
-                "5,8,10,100,40,30,0.9,-1,-1,-1"]  # on the car: a false positive
+    res_rows = [
+        *base,
+        "2,7,60,80,30,60,0.9,-1,-1,-1",  # on the distractor: dropped
+        "5,8,10,100,40,30,0.9,-1,-1,-1",
+    ]  # on the car: a false positive
     m, res = _score(seq, res_rows, tmp_path)
     info = read_seqinfo(seq)
     assert read_gt(info.gt_path, info).fmt == "mot16"
-    assert m["num_ignored"] == 1 and m["num_false_positives"] == 1 and m["mota"] == \
-        pytest.approx(1 - 1 / 12)
-    _assert_same(m, _library(seq / "gt" / "gt.txt", res, fmt="mot16", seqinfo=seq /
-                             "seqinfo.ini"))
+    assert (
+        m["num_ignored"] == 1
+        and m["num_false_positives"] == 1
+        and m["mota"] == pytest.approx(1 - 1 / 12)
+    )
+    _assert_same(m, _library(seq / "gt" / "gt.txt", res, fmt="mot16", seqinfo=seq / "seqinfo.ini"))
 
 
 def test_frames_restrict_scoring(tmp_path: Path, asfarray: None) -> None:
@@ -202,21 +223,74 @@ def test_library_reference_numbers(tmp_path: Path, capsys: pytest.CaptureFixture
         pytest.skip("this motmetrics wheel has no bundled test data")
     # idf1 idp idr recall precision GT MT PT ML FP FN IDsw FM MOTA MOTP
     expected = {
-        "TUD-Campus": [0.557659, 0.729730, 0.451253, 0.582173, 0.941441, 8, 1, 6, 1, 13, 150,
-                       7, 7, 0.526462, 0.277201],
-        "TUD-Stadtmitte": [0.644619, 0.819760, 0.531142, 0.608997, 0.939920, 10, 5, 4, 1, 45,
-                           452, 7, 6, 0.564014, 0.345904],
+        "TUD-Campus": [
+            0.557659,
+            0.729730,
+            0.451253,
+            0.582173,
+            0.941441,
+            8,
+            1,
+            6,
+            1,
+            13,
+            150,
+            7,
+            7,
+            0.526462,
+            0.277201,
+        ],
+        "TUD-Stadtmitte": [
+            0.644619,
+            0.819760,
+            0.531142,
+            0.608997,
+            0.939920,
+            10,
+            5,
+            4,
+            1,
+            45,
+            452,
+            7,
+            6,
+            0.564014,
+            0.345904,
+        ],
     }
-    keys = ["idf1", "idp", "idr", "recall", "precision", "num_unique_objects",
-            "mostly_tracked", "partially_tracked", "mostly_lost", "num_false_positives",
-            "num_misses", "num_switches", "num_fragmentations", "mota", "motp"]
+    keys = [
+        "idf1",
+        "idp",
+        "idr",
+        "recall",
+        "precision",
+        "num_unique_objects",
+        "mostly_tracked",
+        "partially_tracked",
+        "mostly_lost",
+        "num_false_positives",
+        "num_misses",
+        "num_switches",
+        "num_fragmentations",
+        "mota",
+        "motp",
+    ]
     for name, want in expected.items():
         rows = (data / name / "gt.txt").read_text().splitlines()
         length = max(int(r.split(",")[0]) for r in rows if r.strip())
         seq = _write_seq(tmp_path / name, rows, length=length, name=name)
         out = tmp_path / f"out-{name}"
-        rc, stdout, err = _cli(["evaluate-mot", str(seq), "--result",
-                                str(data / name / "test.txt"), "--out", str(out)], capsys)
+        rc, stdout, err = _cli(
+            [
+                "evaluate-mot",
+                str(seq),
+                "--result",
+                str(data / name / "test.txt"),
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )
         assert rc == 0, err
         assert "MOTA" in stdout and name in stdout
         got = json.loads((out / "metrics.json").read_text())["metrics"]["result"]
@@ -261,8 +335,11 @@ def test_bad_inputs_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     dup = tmp_path / "dup.txt"
     dup.write_text("1,4,1,1,5,5,1,-1,-1,-1\n1,4,9,9,5,5,1,-1,-1,-1\n")
     _bad([str(seq), "--out", str(tmp_path / "out"), "--result", str(dup)], capsys, str(dup))
-    _bad([str(seq), "--out", str(tmp_path / "out"), "--result", str(tmp_path / "no.txt")],
-         capsys, str(tmp_path / "no.txt"))
+    _bad(
+        [str(seq), "--out", str(tmp_path / "out"), "--result", str(tmp_path / "no.txt")],
+        capsys,
+        str(tmp_path / "no.txt"),
+    )
     # no frames to run on, no --result
     _bad([str(seq), "--out", str(tmp_path / "out")], capsys, str(seq / "img1"))
 
@@ -276,29 +353,31 @@ def _video(path: Path, frames: int, size: tuple[int, int] = (200, 150)) -> Path:
 
 
 def test_video_of_another_length(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from reid_pipeline.commands.evaluate_mot import _plan_input
+    from reid_pipeline.commands.evaluate_mot import plan_input
     from reid_pipeline.config import load_config
 
     seq = _write_seq(tmp_path / "seq", _gt15(frames=10), length=10)
     clip = _video(tmp_path / "clip.mp4", 7)
-    _bad([str(seq), "--video", str(clip), "--out", str(tmp_path / "out")], capsys,
-         str(clip))
-    _bad([str(seq), "--video", str(clip), "--frames", "2:9", "--out", str(tmp_path / "out")],
-         capsys, "covers 8")
+    _bad([str(seq), "--video", str(clip), "--out", str(tmp_path / "out")], capsys, str(clip))
+    _bad(
+        [str(seq), "--video", str(clip), "--frames", "2:9", "--out", str(tmp_path / "out")],
+        capsys,
+        "covers 8",
+    )
     info = read_seqinfo(seq)
     cfg = load_config(None, {"mot_eval.video": str(clip)})
     # a clip of exactly the frames asked for: its frame 1 is gt frame 3
-    assert _plan_input(cfg, info, (3, 9)) == (str(clip), 2, "")
+    assert plan_input(cfg, info, (3, 9)) == (str(clip), 2, "")
     full = _video(tmp_path / "full.mp4", 10)
     cfg = load_config(None, {"mot_eval.video": str(full)})
-    assert _plan_input(cfg, info, (3, 9)) == (str(full), 0, "3:9")
-    assert _plan_input(cfg, info, (1, 10)) == (str(full), 0, "")
+    assert plan_input(cfg, info, (3, 9)) == (str(full), 0, "3:9")
+    assert plan_input(cfg, info, (1, 10)) == (str(full), 0, "")
 
 
 def test_frame_range_source(tmp_path: Path) -> None:
     from reid_pipeline.config import load_config
     from reid_pipeline.errors import SourceError
-    from reid_pipeline.pipeline.engine import CameraInput, open_input
+    from reid_pipeline.pipeline.recorded import CameraInput, open_input
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -322,41 +401,63 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from reid_pipeline.embed.model import ReIDModel, export_fp16
 
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    export_fp16(path, ReIDModel("osnet_x0_25", num_classes=2, embed_dim=16, height=64,
-                                width=32))
+    export_fp16(path, ReIDModel("osnet_x0_25", num_classes=2, embed_dim=16, height=64, width=32))
     return path
 
 
 def _image_seq(root: Path, frames: int = 12) -> Path:
     """A sequence with real frames: two coloured people, det.txt = the gt boxes."""
     gt = _gt15(frames)
-    det = [",".join([r.split(",")[0], "-1", *r.split(",")[2:6], "0.9", "-1", "-1",
-                     "-1"]) for r in gt]
+    det = [
+        ",".join([r.split(",")[0], "-1", *r.split(",")[2:6], "0.9", "-1", "-1", "-1"]) for r in gt
+    ]
     seq = _write_seq(root, gt, length=frames, det_rows=det)
     (root / "img1").mkdir()
     for f in range(1, frames + 1):
         img = np.full((150, 200, 3), 50, np.uint8)
         for p, colour in ((1, (40, 40, 220)), (2, (40, 200, 40))):
             x, y, w, h = (int(v) for v in _box(p, f))
-            img[y:y + h, x:x + w] = colour
+            img[y : y + h, x : x + w] = colour
         cv2.imwrite(str(root / "img1" / f"{f:06d}.jpg"), img)
     return seq
 
 
 def _run_args(tiny: Path) -> list[str]:
-    return ["--checkpoint", str(tiny), "--set", "model.backbone=osnet_x0_25", "--device",
-            "cpu", "--no-video", "--no-html", "--set", "tracker.min_length=2"]
+    return [
+        "--checkpoint",
+        str(tiny),
+        "--set",
+        "model.backbone=osnet_x0_25",
+        "--device",
+        "cpu",
+        "--no-video",
+        "--no-html",
+        "--set",
+        "tracker.min_length=2",
+    ]
 
 
-def test_end_to_end_with_public_detections(tmp_path: Path, tiny_checkpoint: Path,
-                                           capsys: pytest.CaptureFixture[str],
-                                           asfarray: None) -> None:
+def test_end_to_end_with_public_detections(
+    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str], asfarray: None
+) -> None:
     """The full path: pipeline on img1/ with --detector mot (det.txt = gt) over frames
     2..11 -> <out>/mot/*.txt -> metrics.json, equal to the library on the same files."""
     seq = _image_seq(tmp_path / "seq")
     out = tmp_path / "out"
-    rc, stdout, err = _cli(["evaluate-mot", str(seq), "--detector", "mot", "--frames",
-                            "2:11", "--out", str(out), *_run_args(tiny_checkpoint)], capsys)
+    rc, stdout, err = _cli(
+        [
+            "evaluate-mot",
+            str(seq),
+            "--detector",
+            "mot",
+            "--frames",
+            "2:11",
+            "--out",
+            str(out),
+            *_run_args(tiny_checkpoint),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert "by track" in stdout and "by identity" in stdout
     report = json.loads((out / "metrics.json").read_text())
@@ -371,21 +472,34 @@ def test_end_to_end_with_public_detections(tmp_path: Path, tiny_checkpoint: Path
         cut = tmp_path / "cut.txt"
         gt_cut = tmp_path / "gt_cut.txt"
         cut.write_text(Path(report["results"][label]).read_text())
-        gt_cut.write_text("".join(r + "\n" for r in _gt15(12)
-                                  if 2 <= int(r.split(",")[0]) <= 11))
+        gt_cut.write_text("".join(r + "\n" for r in _gt15(12) if 2 <= int(r.split(",")[0]) <= 11))
         _assert_same(m, _library(gt_cut, cut))
     assert report["run"]["frames_processed"] == 10 and report["run"]["detector"] == "mot"
 
 
-def test_process_writes_mot_files(tmp_path: Path, tiny_checkpoint: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_process_writes_mot_files(
+    tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from reid_pipeline.report.sightings import read_sightings_csv
 
     seq = _image_seq(tmp_path / "seq", frames=8)
     out = tmp_path / "out"
-    rc, _, err = _cli(["process", str(seq / "img1"), "--camera", "cam one", "--detector",
-                       "mot", "--mot-det", str(seq / "det" / "det.txt"), "--out", str(out),
-                       *_run_args(tiny_checkpoint)], capsys)
+    rc, _, err = _cli(
+        [
+            "process",
+            str(seq / "img1"),
+            "--camera",
+            "cam one",
+            "--detector",
+            "mot",
+            "--mot-det",
+            str(seq / "det" / "det.txt"),
+            "--out",
+            str(out),
+            *_run_args(tiny_checkpoint),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     sightings = read_sightings_csv(out / "sightings.csv")
     tracks = (out / "mot" / "cam_one.tracks.txt").read_text().splitlines()
@@ -397,8 +511,11 @@ def test_process_writes_mot_files(tmp_path: Path, tiny_checkpoint: Path,
         assert len(v) == 10 and v[7:] == ["-1", "-1", "-1"]
         assert int(v[0]) == s.frame + 1 and int(v[1]) == s.track
         assert [float(x) for x in v[2:6]] == pytest.approx(
-            [s.bbox[0], s.bbox[1], s.bbox[2] - s.bbox[0], s.bbox[3] - s.bbox[1]], abs=0.11)
+            [s.bbox[0], s.bbox[1], s.bbox[2] - s.bbox[0], s.bbox[3] - s.bbox[1]], abs=0.11
+        )
     # det.txt boxes come back as they went in (no pixel shift)
-    det = {(int(r.split(",")[0]), float(r.split(",")[2])) for r in
-           (seq / "det" / "det.txt").read_text().splitlines()}
+    det = {
+        (int(r.split(",")[0]), float(r.split(",")[2]))
+        for r in (seq / "det" / "det.txt").read_text().splitlines()
+    }
     assert all((int(t.split(",")[0]), float(t.split(",")[2])) in det for t in tracks)

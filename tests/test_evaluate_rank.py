@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reid_pipeline.evaluate import evaluate_rank, evaluate_rank_full
-from reid_pipeline.evaluate.rank import _positions_numpy, _positions_torch, _relevant_pairs
+from reid_pipeline.evaluate.rank import positions_numpy, positions_torch, relevant_pairs
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -40,8 +40,9 @@ def _torchreid(*args: object) -> tuple | None:
 
 
 @pytest.mark.parametrize("ties,big", [(False, False), (True, False), (True, True)])
-def test_equals_torchreid_on_random_cases(ties: bool, big: bool, capsys: pytest.CaptureFixture
-                                          ) -> None:
+def test_equals_torchreid_on_random_cases(
+    ties: bool, big: bool, capsys: pytest.CaptureFixture
+) -> None:
     rng = np.random.default_rng(7 + ties + 2 * big)
     compared = 0
     for _ in range(40 if big else 150):
@@ -58,8 +59,9 @@ def test_equals_torchreid_on_random_cases(ties: bool, big: bool, capsys: pytest.
     capsys.readouterr()
 
 
-def _reference_minp(d: np.ndarray, qp: np.ndarray, gp: np.ndarray, qc: np.ndarray,
-                    gc: np.ndarray) -> tuple[float, int]:
+def _reference_minp(
+    d: np.ndarray, qp: np.ndarray, gp: np.ndarray, qc: np.ndarray, gc: np.ndarray
+) -> tuple[float, int]:
     """mINP as in Ye et al.'s AGW code (a plain loop), and the skipped-query count."""
     inps, skipped = [], 0
     for i in range(len(qp)):
@@ -96,8 +98,13 @@ def test_hand_computed_example() -> None:
     np.testing.assert_allclose(r.cmc, [0, 1, 1, 1])
     assert r.mAP == pytest.approx((1 / 2 + 2 / 4) / 2)
     assert r.mINP == pytest.approx(2 / 4)
-    assert r.summary() == {"rank1": 0.0, "rank5": 1.0, "rank10": 1.0,
-                           "mAP": pytest.approx(0.5), "mINP": pytest.approx(0.5)}
+    assert r.summary() == {
+        "rank1": 0.0,
+        "rank5": 1.0,
+        "rank10": 1.0,
+        "mAP": pytest.approx(0.5),
+        "mINP": pytest.approx(0.5),
+    }
 
 
 def test_torch_counting_path_equals_numpy_path() -> None:
@@ -105,32 +112,40 @@ def test_torch_counting_path_equals_numpy_path() -> None:
     rng = np.random.default_rng(5)
     for ties in (False, True):
         d, qp, gp, _, _, _ = _case(rng, ties, big=True)
-        qi, gj = _relevant_pairs(qp.astype(np.int64), gp.astype(np.int64))
-        p_np, _ = _positions_numpy(d, qi, gj)
-        p_t, _ = _positions_torch(torch.from_numpy(d), qi, gj, chunk_elems=200_000)
+        qi, gj = relevant_pairs(qp.astype(np.int64), gp.astype(np.int64))
+        p_np, _ = positions_numpy(d, qi, gj)
+        p_t, _ = positions_torch(torch.from_numpy(d), qi, gj, chunk_elems=200_000)
         np.testing.assert_array_equal(p_np, p_t)
 
 
 def test_accepts_torch_tensors() -> None:
     rng = np.random.default_rng(9)
     d = rng.random((6, 30)).astype(np.float32)
-    ids = rng.integers(0, 3, 6), rng.integers(0, 3, 30), rng.integers(0, 2, 6), rng.integers(0, 2, 30)
+    ids = (
+        rng.integers(0, 3, 6),
+        rng.integers(0, 3, 30),
+        rng.integers(0, 2, 6),
+        rng.integers(0, 2, 30),
+    )
     a = evaluate_rank_full(d, *ids)
     b = evaluate_rank_full(torch.from_numpy(d), *(torch.from_numpy(x) for x in ids))
     assert a.mAP == b.mAP and np.array_equal(a.cmc, b.cmc)
 
 
-@pytest.mark.parametrize("args,msg", [
-    ((np.zeros((2, 3)), [1, 2], [1, 2, 3], [0, 1], [0, 1]), "g_pids has 3 entries"),
-    ((np.zeros((2, 3)), [1], [1, 2, 3], [0, 1], [0, 1, 0]), "q_pids has 1 entries"),
-    ((np.zeros((2, 4)), [1, 2], [1, 2, 3], [0, 1], [0, 1, 1]), r"shape \(2, 4\)"),
-    ((np.zeros((0, 3)), [], [1, 2, 3], [], [0, 1, 1]), "query set is empty"),
-    ((np.zeros((2, 0)), [1, 2], [], [0, 1], []), "gallery is empty"),
-    ((np.array([[0.1, np.nan]]), [1], [1, 1], [0], [1, 1]), "NaN"),
-    ((np.zeros(3), [1], [1, 1, 1], [0], [1, 1, 1]), "2-D"),
-    ((np.zeros((1, 2)), [1.5], [1, 1], [0], [1, 1]), "integers"),
-    ((np.zeros((1, 2)), [1], [1, 1], [0], [0, 0]), "no query has a valid match"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        ((np.zeros((2, 3)), [1, 2], [1, 2, 3], [0, 1], [0, 1]), "g_pids has 3 entries"),
+        ((np.zeros((2, 3)), [1], [1, 2, 3], [0, 1], [0, 1, 0]), "q_pids has 1 entries"),
+        ((np.zeros((2, 4)), [1, 2], [1, 2, 3], [0, 1], [0, 1, 1]), r"shape \(2, 4\)"),
+        ((np.zeros((0, 3)), [], [1, 2, 3], [], [0, 1, 1]), "query set is empty"),
+        ((np.zeros((2, 0)), [1, 2], [], [0, 1], []), "gallery is empty"),
+        ((np.array([[0.1, np.nan]]), [1], [1, 1], [0], [1, 1]), "NaN"),
+        ((np.zeros(3), [1], [1, 1, 1], [0], [1, 1, 1]), "2-D"),
+        ((np.zeros((1, 2)), [1.5], [1, 1], [0], [1, 1]), "integers"),
+        ((np.zeros((1, 2)), [1], [1, 1], [0], [0, 0]), "no query has a valid match"),
+    ],
+)
 def test_bad_input_is_a_clear_error(args: tuple, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         evaluate_rank(*args)

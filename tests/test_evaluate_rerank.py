@@ -20,11 +20,19 @@ def _blocks(d: np.ndarray, nq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return d[:nq, nq:], d[:nq, :nq], d[nq:, nq:]
 
 
-@pytest.mark.parametrize("nq,ng,k1,k2,chunk", [(5, 8, 20, 6, 4), (20, 90, 20, 6, 1024),
-                                               (30, 150, 20, 6, 7), (25, 120, 5, 1, 50),
-                                               (30, 140, 10, 3, 33)])
-def test_equals_torchreid_on_clustered_features(nq: int, ng: int, k1: int, k2: int,
-                                                chunk: int) -> None:
+@pytest.mark.parametrize(
+    "nq,ng,k1,k2,chunk",
+    [
+        (5, 8, 20, 6, 4),
+        (20, 90, 20, 6, 1024),
+        (30, 150, 20, 6, 7),
+        (25, 120, 5, 1, 50),
+        (30, 140, 10, 3, 33),
+    ],
+)
+def test_equals_torchreid_on_clustered_features(
+    nq: int, ng: int, k1: int, k2: int, chunk: int
+) -> None:
     rng = np.random.default_rng(nq + ng)
     n = nq + ng
     x = rng.normal(size=(n, 8)) + np.repeat(rng.normal(size=(n // 4 + 1, 8)) * 2, 4, axis=0)[:n]
@@ -58,8 +66,13 @@ def test_rows_callback_from_embeddings_matches_dense() -> None:
         dense = re_ranking(*_blocks(full, nq))
         rows = re_ranking_rows(rows_function(mode, None, feats), nq, len(feats), chunk=16)
         np.testing.assert_allclose(rows, dense, atol=1e-6)
-        pairs = re_ranking_rows(rows_function(mode, None, feats), nq, len(feats), chunk=16,
-                                pairs_fn=pairs_function(mode, None, feats))
+        pairs = re_ranking_rows(
+            rows_function(mode, None, feats),
+            nq,
+            len(feats),
+            chunk=16,
+            pairs_fn=pairs_function(mode, None, feats),
+        )
         np.testing.assert_allclose(pairs, dense, atol=1e-6)
 
 

@@ -3,22 +3,21 @@ summaries, erasure, and the exemplar cache staying in step with the database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_helpers import make_tracklet, open_gallery
+from gallery_helpers import make_tracklet
 
 from reid_pipeline.errors import NotFoundError
 from reid_pipeline.gallery import Gallery
 from reid_pipeline.gallery.cache import ExemplarCache
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def gallery(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gallery]:
-    with open_gallery(request.param, tmp_path, exemplar_dtype="float32") as g:
-        yield g
+@pytest.fixture
+def gallery_options() -> dict[str, object]:
+    """The shared ``gallery`` fixture (conftest.py), with exact float32 exemplars."""
+    return {"exemplar_dtype": "float32"}
 
 
 def test_migrated_schema_matches_the_models(gallery: Gallery) -> None:
@@ -44,8 +43,15 @@ def test_reprocessing_the_same_source_duplicates_nothing(gallery: Gallery) -> No
             uow.finish_source(sid, 30)
     assert ids[0] == ids[1]
     counts = gallery.counts()
-    assert counts == {"cameras": 1, "sources": 1, "identities": 0, "tracklets": 2,
-                      "sightings": 40, "exemplars": 0, "crops": 8}
+    assert counts == {
+        "cameras": 1,
+        "sources": 1,
+        "identities": 0,
+        "tracklets": 2,
+        "sightings": 40,
+        "exemplars": 0,
+        "crops": 8,
+    }
     start = gallery.begin_source("lobby", "sha:abc")
     assert start.done and start.resume_from_frame == 30
     files = sorted(p for p in gallery.crops_dir.rglob("*.jpg"))  # type: ignore[union-attr]
@@ -135,8 +141,7 @@ def test_identities_summary_and_sightings_export(gallery: Gallery) -> None:
     assert rows[b].cameras == ["street"] and rows[b].sightings == 5
     exported = list(gallery.sightings())
     assert len(exported) == 25
-    assert [(e.camera, e.frame) for e in exported] == sorted((e.camera, e.frame)
-                                                             for e in exported)
+    assert [(e.camera, e.frame) for e in exported] == sorted((e.camera, e.frame) for e in exported)
     first = exported[0]
     assert (first.camera, first.frame, first.track, first.identity) == ("lobby", 0, 1, a)
     assert first.score == pytest.approx(0.9) and first.bbox == (10.0, 20.0, 40.0, 100.0)
@@ -144,6 +149,124 @@ def test_identities_summary_and_sightings_export(gallery: Gallery) -> None:
     gallery.assign(t2, b, 0.7)
     rows = {r.id: r for r in gallery.identities()}
     assert rows[a].cameras == ["lobby"] and rows[a].last_seen == pytest.approx(9 / 25)
+
+
+def _three_identities(gallery: Gallery) -> tuple[dict[str, int], dict[str, int]]:
+    """a (named, flagged): lobby + street; b: one provisional street tracklet; c: nothing;
+    plus one unassigned lobby tracklet. Returns identity ids and tracklet ids by role."""
+    s1, _ = gallery.begin_source("lobby", "a")
+    s2, _ = gallery.begin_source("street", "b")
+    with gallery.batch() as uow:
+        t = {
+            "a1": uow.record_tracklet(s1, make_tracklet("lobby", 1, range(10))),
+            "a2": uow.record_tracklet(s2, make_tracklet("street", 4, range(50, 60))),
+            "b1": uow.record_tracklet(
+                s2, make_tracklet("street", 5, range(70, 75)), provisional=True
+            ),
+            "free": uow.record_tracklet(s1, make_tracklet("lobby", 2, range(20, 25))),
+        }
+        i = {
+            "a": uow.create_identity(name="courier", flagged=True),
+            "b": uow.create_identity(),
+            "c": uow.create_identity(),
+        }
+        uow.assign(t["a1"], i["a"], 0.9)
+        uow.assign(t["a2"], i["a"], 0.8)
+        uow.assign(t["b1"], i["b"], 0.5, provisional=True)
+    return i, t
+
+
+def test_read_methods_for_report_search_and_stream(gallery: Gallery) -> None:
+    i, t = _three_identities(gallery)
+    a, b, c = i["a"], i["b"], i["c"]
+    # the live stream: every identity, and the flagged ones (re-read while it runs)
+    assert gallery.identity_ids() == {a, b, c}
+    assert gallery.identity_ids(flagged=True) == {a}
+    assert gallery.identity_ids(flagged=False) == {b, c}
+    gallery.set_identity(b, flagged=True)
+    assert gallery.identity_ids(flagged=True) == {a, b}
+    # the search: names and per-camera presence of the hits
+    assert gallery.identity_names([a, b, 999]) == {a: "courier", b: None}
+    assert gallery.identity_names([]) == {}
+    pres = gallery.camera_presence([a, b, c, 999])
+    assert [(p.identity_id, p.camera, p.sightings, p.tracklets) for p in pres] == [
+        (a, "lobby", 10, 1),
+        (a, "street", 10, 1),
+        (b, "street", 5, 1),
+    ]
+    assert (pres[0].first_seen, pres[0].last_seen) == (0.0, pytest.approx(9 / 25))
+    assert (pres[1].first_seen, pres[1].last_seen) == (pytest.approx(2.0), pytest.approx(59 / 25))
+    assert gallery.camera_presence([]) == [] and gallery.camera_presence([c]) == []
+    # the report: every assigned tracklet (provisional too) with its first frame
+    spans = gallery.tracklet_spans()
+    assert [(x.tracklet_id, x.identity_id, x.camera, x.track_id, x.first_frame) for x in spans] == [
+        (t["a1"], a, "lobby", 1, 0),
+        (t["a2"], a, "street", 4, 50),
+        (t["b1"], b, "street", 5, 70),
+    ]
+    assert (spans[1].start, spans[1].end) == (pytest.approx(2.0), pytest.approx(59 / 25))
+    # tracklet_pairs: crop files by (camera, tracker track id), unassigned tracklets too
+    assert {(x.camera, x.track_id) for x in gallery.crops()} == {
+        ("lobby", 1),
+        ("street", 4),
+        ("street", 5),
+        ("lobby", 2),
+    }
+
+
+def test_export_sightings_is_the_one_format(gallery: Gallery, tmp_path: Path) -> None:
+    import csv
+    import io
+    import json
+
+    from reid_pipeline.errors import InputError
+    from reid_pipeline.gallery.export import FIELDS
+    from reid_pipeline.report.sightings import write_sightings
+
+    i, t = _three_identities(gallery)
+    buf = io.StringIO()
+    assert gallery.export_sightings(buf, "csv") == 30
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert len(rows) == 30 and list(rows[0]) == FIELDS
+    assert rows[0] == {
+        "identity": str(i["a"]),
+        "name": "courier",
+        "camera": "lobby",
+        "track": "1",
+        "tracklet": str(t["a1"]),
+        "frame": "0",
+        "timestamp": "0.0",
+        "x1": "10.0",
+        "y1": "20.0",
+        "x2": "40.0",
+        "y2": "100.0",
+        "confidence": "0.9",
+        "score": "0.9",
+    }
+    free = [r for r in rows if r["tracklet"] == str(t["free"])]
+    assert len(free) == 5 and all(r["identity"] == r["name"] == r["score"] == "" for r in free)
+    # what `reid process` writes beside a run is byte for byte the same format
+    csv_p, jsonl_p, n = write_sightings(gallery.sightings(), tmp_path)
+    assert n == 30 and csv_p.read_bytes().decode() == buf.getvalue()
+    buf = io.StringIO()
+    assert gallery.export_sightings(buf, "jsonl", identity_id=i["b"]) == 5
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert all(list(x) == FIELDS for x in lines)
+    assert {(x["identity"], x["name"], x["camera"], x["track"]) for x in lines} == {
+        (i["b"], None, "street", 5)
+    }
+    assert [json.loads(x) for x in jsonl_p.read_text().splitlines()][0] == {
+        k: (None if v == "" else v)
+        for k, v in zip(
+            FIELDS,
+            [i["a"], "courier", "lobby", 1, t["a1"], 0, 0.0, 10.0, 20.0, 40.0, 100.0, 0.9, 0.9],
+        )
+    }
+    assert gallery.export_sightings(io.StringIO(), "csv", identity_id=i["c"]) == 0
+    with pytest.raises(InputError, match="xml"):
+        gallery.export_sightings(io.StringIO(), "xml")
+    with pytest.raises(NotFoundError, match="identity 999"):
+        gallery.export_sightings(io.StringIO(), "csv", identity_id=999)
 
 
 def test_delete_identity_erases_rows_and_files(gallery: Gallery) -> None:
@@ -183,8 +306,9 @@ def test_exemplar_cache_follows_commits_only(gallery: Gallery) -> None:
         def canon(v: np.ndarray) -> np.ndarray:
             return v[np.lexsort(v.T[::-1])]
 
-        return x.keys() == y.keys() and all(np.allclose(canon(x[k]), canon(y[k]), atol=1e-6)
-                                            for k in x)
+        return x.keys() == y.keys() and all(
+            np.allclose(canon(x[k]), canon(y[k]), atol=1e-6) for k in x
+        )
 
     assert same(cache.snapshot(), db_view())
     with pytest.raises(RuntimeError), gallery.batch() as uow:
@@ -233,8 +357,9 @@ def test_two_processes_opening_a_fresh_gallery_at_once(backend: str, tmp_path: P
     from reid_pipeline.config import GalleryConfig
 
     with ExitStack() as stack:
-        url = (str(tmp_path / "fresh.db") if backend == "sqlite"
-               else stack.enter_context(pg_schema()))
+        url = (
+            str(tmp_path / "fresh.db") if backend == "sqlite" else stack.enter_context(pg_schema())
+        )
 
         def open_and_write(i: int) -> int:
             with Gallery.open(url, GalleryConfig(), tmp_path / "crops") as g:
@@ -263,8 +388,7 @@ def test_fp16_storage_round_trip_and_overflow_guard(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_an_older_gallery_is_migrated_on_open_with_its_data(backend: str,
-                                                            tmp_path: Path) -> None:
+def test_an_older_gallery_is_migrated_on_open_with_its_data(backend: str, tmp_path: Path) -> None:
     from contextlib import ExitStack
 
     from alembic import command
@@ -276,18 +400,20 @@ def test_an_older_gallery_is_migrated_on_open_with_its_data(backend: str,
     from reid_pipeline.gallery.engine import MIGRATIONS_DIR, create_gallery_engine
 
     with ExitStack() as stack:
-        url = (str(tmp_path / "old.db") if backend == "sqlite"
-               else stack.enter_context(pg_schema()))
+        url = str(tmp_path / "old.db") if backend == "sqlite" else stack.enter_context(pg_schema())
         engine, _, _ = create_gallery_engine(url, 5.0)
         acfg = AlembicConfig()
         acfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with engine.begin() as conn:  # a gallery made by the first release
             acfg.attributes["connection"] = conn
             command.upgrade(acfg, "0001")
-            conn.exec_driver_sql("INSERT INTO cameras (name, uri, created_at) "
-                                 "VALUES ('lobby', '', CURRENT_TIMESTAMP)")
+            conn.exec_driver_sql(
+                "INSERT INTO cameras (name, uri, created_at) "
+                "VALUES ('lobby', '', CURRENT_TIMESTAMP)"
+            )
         assert "ix_tracklets_created" not in {
-            i["name"] for i in inspect(engine).get_indexes("tracklets")}
+            i["name"] for i in inspect(engine).get_indexes("tracklets")
+        }
         engine.dispose()
         with Gallery.open(url, GalleryConfig(), tmp_path / "crops") as g:
             assert g.ensure_camera("lobby") == 1  # the old row is still there
@@ -300,8 +426,7 @@ def test_an_older_gallery_is_migrated_on_open_with_its_data(backend: str,
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_writers_registering_the_same_camera_and_source(backend: str,
-                                                            tmp_path: Path) -> None:
+def test_two_writers_registering_the_same_camera_and_source(backend: str, tmp_path: Path) -> None:
     """Two processes starting on one camera at once end up with one row each, not an error."""
     import threading
     import time
@@ -312,8 +437,7 @@ def test_two_writers_registering_the_same_camera_and_source(backend: str,
     from reid_pipeline.config import GalleryConfig
 
     with ExitStack() as stack:
-        url = (str(tmp_path / "w.db") if backend == "sqlite"
-               else stack.enter_context(pg_schema()))
+        url = str(tmp_path / "w.db") if backend == "sqlite" else stack.enter_context(pg_schema())
         a = stack.enter_context(Gallery.open(url, GalleryConfig(), tmp_path / "crops"))
         b = stack.enter_context(Gallery.open(url, GalleryConfig(), tmp_path / "crops"))
         # round 1 races on the new camera, round 2 (camera known) on the new source
@@ -321,8 +445,9 @@ def test_two_writers_registering_the_same_camera_and_source(backend: str,
             got: dict[str, object] = {}
             inside = threading.Event()
 
-            def first(fp: str = fp, got: dict[str, object] = got,
-                      inside: threading.Event = inside) -> None:
+            def first(
+                fp: str = fp, got: dict[str, object] = got, inside: threading.Event = inside
+            ) -> None:
                 with a.batch() as uow:
                     got["a"] = uow.begin_source("gate", fp).source_id
                     inside.set()

@@ -32,16 +32,25 @@ def test_identities_table_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[s
         _fill(g)
     assert main(["gallery", "identities", "--db", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["id", "name", "cameras", "first", "seen", "last", "seen",
-                              "sightings", "tracklets"]
-    assert out[2].split() == ["1", "courier", "lobby,street", "0:00:00.0", "0:02:44.0", "200",
-                              "2"]
+    assert out[0].split() == [
+        "id",
+        "name",
+        "cameras",
+        "first",
+        "seen",
+        "last",
+        "seen",
+        "sightings",
+        "tracklets",
+    ]
+    assert out[2].split() == ["1", "courier", "lobby,street", "0:00:00.0", "0:02:44.0", "200", "2"]
     assert out[3].split() == ["2", "street", "0:00:00.0", "0:00:00.4", "10", "1"]
     assert "2 identities" in out[-1] and "1 seen in more than one camera" in out[-1]
 
 
-def test_identities_table_postgres_and_default_db(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_identities_table_postgres_and_default_db(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pg_schema() as url:
         with Gallery.open(url, GalleryConfig(), tmp_path / "crops") as g:
             _fill(g)

@@ -88,11 +88,14 @@ def test_unreachable_postgres_is_named_with_credentials_hidden() -> None:
     assert "s3cret" not in msg and "alice" not in msg and "***@" in msg
 
 
-@pytest.mark.parametrize("url, expect", [
-    ("nosuchdb+driver://x/y", "unsupported database driver"),
-    ("postgresql+psycopg://u:pw@127.0.0.1:notaport/test", "not a valid database URL"),
-    ("", "no path or URL"),
-])
+@pytest.mark.parametrize(
+    "url, expect",
+    [
+        ("nosuchdb+driver://x/y", "unsupported database driver"),
+        ("postgresql+psycopg://u:pw@127.0.0.1:notaport/test", "not a valid database URL"),
+        ("", "no path or URL"),
+    ],
+)
 def test_bad_urls(url: str, expect: str) -> None:
     with pytest.raises(DatabaseError, match=expect) as err:
         Gallery.open(url, FAST)

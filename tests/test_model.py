@@ -88,8 +88,7 @@ def test_calibrate_fits_a_monotone_probability() -> None:
 
 
 def test_checkpoint_round_trip(tmp_path: Path, model: ReIDModel) -> None:
-    cfg = Config()
-    cfg.model.backbone = ARCH
+    cfg = Config(model=ModelConfig(backbone=ARCH))
     model.calibrate(torch.tensor([3.0, 2.5, -1.0, -2.0]), torch.tensor([1.0, 1.0, 0.0, 0.0]))
     path = save_checkpoint(tmp_path / "ck.pt", model, cfg, epoch=3)
     ck = torch.load(path, weights_only=True)
@@ -135,8 +134,9 @@ def test_torchreid_zoo_import(tmp_path: Path, wrap: str) -> None:
     e = m.embed(x)
     torch.testing.assert_close(e, feat / math.sqrt(1 + 1e-5), atol=1e-5, rtol=1e-4)
     l1 = torch.cdist(e, e, p=1)
-    torch.testing.assert_close(m.pair_scores(e, e), -l1 / math.sqrt(m.embed_dim), atol=1e-4,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        m.pair_scores(e, e), -l1 / math.sqrt(m.embed_dim), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_zoo_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
@@ -148,8 +148,9 @@ def test_zoo_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> No
     assert str(path) in msg and "osnet_x0_25" in msg and "osnet_x0_5" in msg
 
 
-def test_our_checkpoint_of_another_architecture_is_refused(tmp_path: Path,
-                                                           model: ReIDModel) -> None:
+def test_our_checkpoint_of_another_architecture_is_refused(
+    tmp_path: Path, model: ReIDModel
+) -> None:
     path = save_checkpoint(tmp_path / "ours.pt", model, Config())
     with pytest.raises(CheckpointError) as ei:
         load_model(str(path), ModelConfig(backbone="resnet50"), "cpu")
@@ -196,8 +197,10 @@ def test_bundled_default_checkpoint_loads_calibrated() -> None:
 
 def test_embedder_resizes_varied_bgr_crops(model: ReIDModel) -> None:
     rng = np.random.default_rng(0)
-    crops = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-             for h, w in [(64, 32), (130, 50), (40, 20), (300, 120), (64, 32)]]
+    crops = [
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for h, w in [(64, 32), (130, 50), (40, 20), (300, 120), (64, 32)]
+    ]
     emb = Embedder(model, "cpu", batch=2, half=True)
     e = emb.embed_crops(crops)
     assert e.shape == (5, 32) and e.dtype == torch.float32

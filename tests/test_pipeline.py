@@ -19,8 +19,9 @@ from reid_pipeline.config import load_config
 from reid_pipeline.demo.scenario import DEMO_OVERRIDES, demo_config_overrides, score_against_truth
 from reid_pipeline.demo.weights import DEMO_CHECKPOINT
 from reid_pipeline.errors import ConfigError
-from reid_pipeline.pipeline.engine import CameraInput, Pipeline
-from reid_pipeline.report.sightings import read_sightings_csv, write_sightings
+from reid_pipeline.pipeline.engine import Pipeline
+from reid_pipeline.pipeline.recorded import CameraInput, open_inputs, run_recorded
+from reid_pipeline.report.sightings import FIELDS, read_sightings_csv, write_sightings
 from reid_pipeline.types import Detections, Frame, Sighting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,11 @@ class BoxDetector:
         out = []
         for f in frames:
             x = 10 + 4 * (f.index % 40)
-            out.append(Detections(np.array([[x, 20, x + 30, 100]], np.float32),
-                                  np.array([0.9], np.float32)))
+            out.append(
+                Detections(
+                    np.array([[x, 20, x + 30, 100]], np.float32), np.array([0.9], np.float32)
+                )
+            )
         return out
 
 
@@ -55,8 +59,9 @@ class MeanColorEmbedder:
 
     def embed_crops(self, crops: list[np.ndarray]) -> torch.Tensor:
         self.calls += 1
-        return torch.tensor(np.array([c.reshape(-1, 3).mean(0) / 255.0 for c in crops]),
-                            dtype=torch.float32)
+        return torch.tensor(
+            np.array([c.reshape(-1, 3).mean(0) / 255.0 for c in crops]), dtype=torch.float32
+        )
 
 
 def _video(path: Path, color: tuple[int, int, int], frames: int) -> str:
@@ -64,7 +69,7 @@ def _video(path: Path, color: tuple[int, int, int], frames: int) -> str:
     for i in range(frames):
         img = np.full((120, 200, 3), 40, np.uint8)
         x = 10 + 4 * (i % 40)
-        img[20:100, x:x + 30] = color
+        img[20:100, x : x + 30] = color
         w.write(img)
     w.release()
     return str(path)
@@ -75,8 +80,16 @@ def _pipeline(tmp_path: Path, **over: Any) -> tuple[Pipeline, BoxDetector, MeanC
     from reid_pipeline.gallery.cache import ExemplarCache
     from reid_pipeline.match.assign import IdentityMatcher
 
-    cfg = load_config(None, {"device": "cpu", "tracker.min_length": 3, "detector.batch": 4,
-                             "gallery.batch_size": 10, **over})
+    cfg = load_config(
+        None,
+        {
+            "device": "cpu",
+            "tracker.min_length": 3,
+            "detector.batch": 4,
+            "gallery.batch_size": 10,
+            **over,
+        },
+    )
     g = Gallery.open(str(tmp_path / "reid.db"), cfg.gallery)
 
     def prob(q: torch.Tensor, gv: torch.Tensor) -> torch.Tensor:
@@ -84,8 +97,11 @@ def _pipeline(tmp_path: Path, **over: Any) -> tuple[Pipeline, BoxDetector, MeanC
 
     det, emb = BoxDetector(), MeanColorEmbedder()
     matcher = IdentityMatcher(prob, ExemplarCache(g, "fake-v1"), cfg.match)
-    return Pipeline(cfg, detector=det, embedder=emb, model=None, gallery=g,
-                    matcher=matcher), det, emb
+    return (
+        Pipeline(cfg, detector=det, embedder=emb, model=None, gallery=g, matcher=matcher),
+        det,
+        emb,
+    )
 
 
 # ---------------------------------------------------------------- wiring
@@ -103,10 +119,11 @@ def test_batches_across_cameras_and_resumes(tmp_path: Path) -> None:
         return steps["n"] > 12
 
     with pytest.raises(KeyboardInterrupt):
-        pipe.run(inputs, stop=stop)
+        run_recorded(pipe, inputs, stop=stop)
     # one detector call per step, each with frames of both cameras (4 // 2 per camera)
-    assert det.calls and all(sorted(set(c)) == ["cam-a", "cam-b"] and len(c) == 4
-                             for c in det.calls)
+    assert det.calls and all(
+        sorted(set(c)) == ["cam-a", "cam-b"] and len(c) == 4 for c in det.calls
+    )
     assert emb.calls <= len(det.calls) + 1
     mid = pipe.gallery.counts()
     assert mid["tracklets"] >= 2  # the interruption committed the open tracks
@@ -117,7 +134,7 @@ def test_batches_across_cameras_and_resumes(tmp_path: Path) -> None:
     assert all(f == 24 and st == "running" for f, st in rows), rows
 
     pipe2, _, _ = _pipeline(tmp_path)
-    summary = pipe2.run(inputs)
+    summary = run_recorded(pipe2, inputs)
     assert [c.resumed_from for c in summary.cameras] == [24, 24]
     counts = pipe2.gallery.counts()
     # every frame's box recorded once: 80 + 60 frames (minus ByteTrack's first-frame lag)
@@ -131,7 +148,7 @@ def test_batches_across_cameras_and_resumes(tmp_path: Path) -> None:
     assert ids["cam-a"] != ids["cam-b"]
 
     pipe3, det3, _ = _pipeline(tmp_path)
-    again = pipe3.run(inputs)
+    again = run_recorded(pipe3, inputs)
     assert all(c.skipped for c in again.cameras) and not det3.calls
     assert pipe3.gallery.counts() == counts
 
@@ -139,15 +156,18 @@ def test_batches_across_cameras_and_resumes(tmp_path: Path) -> None:
 def test_duplicate_camera_names_refused(tmp_path: Path) -> None:
     a = _video(tmp_path / "a.mp4", (0, 0, 255), 5)
     with pytest.raises(ConfigError, match="'x'"):
-        Pipeline.open_inputs([CameraInput(a, "x"), CameraInput(a, "x")])
+        open_inputs([CameraInput(a, "x"), CameraInput(a, "x")])
 
 
 # ---------------------------------------------------------------- pure parts
 
 
 def test_camera_names() -> None:
-    assert camera_names(["a/lobby.mp4", "b/lobby.mp4", "frames/"], []) == \
-        ["lobby", "lobby-2", "frames"]
+    assert camera_names(["a/lobby.mp4", "b/lobby.mp4", "frames/"], []) == [
+        "lobby",
+        "lobby-2",
+        "frames",
+    ]
     assert camera_names(["x.mp4"], ["gate"]) == ["gate"]
     with pytest.raises(ConfigError, match="--camera"):
         camera_names(["x.mp4", "y.mp4"], ["gate"])
@@ -191,13 +211,17 @@ def test_sightings_writers_roundtrip(tmp_path: Path) -> None:
     csv_p, jsonl_p, n = write_sightings(iter(rows), tmp_path)
     assert n == 2 and csv_p.is_file() and jsonl_p.is_file()
     back = read_sightings_csv(csv_p)
-    assert [(r.camera, r.frame, r.track, r.identity) for r in back] == \
-        [("A", 3, 7, 2), ("B", 4, 8, None)]
+    assert [(r.camera, r.frame, r.track, r.identity) for r in back] == [
+        ("A", 3, 7, 2),
+        ("B", 4, 8, None),
+    ]
     assert back[0].bbox == (1.2, 0.0, 11.2, 30.0) or back[0].bbox[0] == pytest.approx(1.2, abs=0.1)
     import json
 
     first = json.loads(jsonl_p.read_text().splitlines()[0])
-    assert first["identity"] == 2 and len(first["bbox"]) == 4
+    # the one export format (gallery/export.py): the CSV's columns, the box as x1 y1 x2 y2
+    assert first["identity"] == 2 and list(first) == FIELDS
+    assert [first[k] for k in ("x1", "y1", "x2", "y2")] == [1.2, 0.0, 11.2, 30.0]
 
 
 def test_config_files_load() -> None:

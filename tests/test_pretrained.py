@@ -16,15 +16,17 @@ def test_torchvision_imagenet_file_initialises_torchreid_resnet(tmp_path):
     net, _ = build_backbone("resnet18")
     rep = init_backbone(net, "resnet18", f)
     assert rep.fraction == 1.0 and rep.missing == []
-    torch.testing.assert_close(net.state_dict()["layer3.1.conv2.weight"],
-                               tv.state_dict()["layer3.1.conv2.weight"])
+    torch.testing.assert_close(
+        net.state_dict()["layer3.1.conv2.weight"], tv.state_dict()["layer3.1.conv2.weight"]
+    )
 
 
 def test_timm_style_wrapper_and_prefix(tmp_path):
     src, _ = build_backbone("osnet_x0_25")
     f = tmp_path / "ckpt.pth"
-    torch.save({"state_dict": {"model." + k: v for k, v in src.state_dict().items()},
-                "epoch": 3}, f)
+    torch.save(
+        {"state_dict": {"model." + k: v for k, v in src.state_dict().items()}, "epoch": 3}, f
+    )
     dst, _ = build_backbone("osnet_x0_25")
     init_backbone(dst, "osnet_x0_25", f)
     for k, v in src.state_dict().items():
@@ -39,8 +41,7 @@ def test_wrong_architecture_and_vit_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"resnet18\.pth.*osnet_x0_25.*another architecture"):
         init_backbone(net, "osnet_x0_25", f)
     vit = tmp_path / "dinov2_vits14.pth"
-    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3), "pos_embed": torch.zeros(1, 2)},
-               vit)
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3), "pos_embed": torch.zeros(1, 2)}, vit)
     with pytest.raises(CheckpointError, match="ViT"):
         init_backbone(net, "osnet_x0_25", vit)
 

@@ -57,7 +57,7 @@ def test_gradient_pushes_positives_up_and_negatives_down():
     loss = rs_at_k(sim, labels, labels, valid, tau2=0.1)
     loss.backward()
     pos = (labels[:, None] == labels[None, :]) & valid
-    neg = (labels[:, None] != labels[None, :])
+    neg = labels[:, None] != labels[None, :]
     assert (sim.grad[pos] <= 1e-12).all() and (sim.grad[pos] < 0).any()
     assert (sim.grad[neg] >= -1e-12).all() and (sim.grad[neg] > 0).any()
     # a step along the gradient lowers the loss
@@ -152,7 +152,7 @@ def test_two_pass_replays_dropout():
 
     # one pass over the same chunks draws the same dropout masks as pass 1
     torch.manual_seed(5)
-    loss_fn(torch.cat([net(x[s:s + 3]) for s in range(0, 10, 3)])).backward()
+    loss_fn(torch.cat([net(x[s : s + 3]) for s in range(0, 10, 3)])).backward()
     ref = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     torch.manual_seed(5)
@@ -180,6 +180,7 @@ def test_batch_loss_trains_embeddings_towards_recall(similarity):
         opt.step()
         first = float(loss) if first is None else first
     assert float(loss) < first
+
     def r1(x):
         u = torch.nn.functional.normalize(x.detach(), dim=1)
         return float(exact_recall_at_k(u @ u.T, labels, labels, _self_valid(len(labels)), (1,)))

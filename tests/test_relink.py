@@ -22,8 +22,9 @@ def dot_prob(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (q.float() @ g.float().T).clamp(0, 1)
 
 
-def person(rng: np.random.Generator, center: np.ndarray, n: int = 6,
-           noise: float = 0.02) -> np.ndarray:
+def person(
+    rng: np.random.Generator, center: np.ndarray, n: int = 6, noise: float = 0.02
+) -> np.ndarray:
     v = center + rng.normal(0, noise, (n, center.shape[0]))
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
@@ -35,13 +36,29 @@ def pillar(rng: np.random.Generator, a: np.ndarray, n: int = 2) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def walker(camera: str, tid: int, t0: float, t1: float, x0: float, fps: float = 10.0,
-           speed: float = 40.0, h: float = 80.0) -> Tracklet:
+def walker(
+    camera: str,
+    tid: int,
+    t0: float,
+    t1: float,
+    x0: float,
+    fps: float = 10.0,
+    speed: float = 40.0,
+    h: float = 80.0,
+) -> Tracklet:
     """A person walking right at ``speed`` px/s from x0, feet at y=200, seen t0..t1."""
     frames = range(round(t0 * fps), round(t1 * fps) + 1)
-    boxes = [TrackedBox(camera, f, f / fps,
-                        (x0 + speed * (f / fps - t0), 200 - h, x0 + speed * (f / fps - t0) + 30,
-                         200.0), 0.9, tid) for f in frames]
+    boxes = [
+        TrackedBox(
+            camera,
+            f,
+            f / fps,
+            (x0 + speed * (f / fps - t0), 200 - h, x0 + speed * (f / fps - t0) + 30, 200.0),
+            0.9,
+            tid,
+        )
+        for f in frames
+    ]
     return Tracklet(camera, tid, boxes, [], [], finished=True)
 
 
@@ -59,8 +76,7 @@ def look_alikes(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.random.Genera
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_person_split_by_an_occlusion_becomes_one_identity(backend: str,
-                                                             tmp_path: Path) -> None:
+def test_a_person_split_by_an_occlusion_becomes_one_identity(backend: str, tmp_path: Path) -> None:
     a, _, rng = look_alikes()
     with open_gallery(backend, tmp_path) as g:
         m = IdentityMatcher(dot_prob, ExemplarCache(g, "m"), MatchConfig(threshold=0.8))
@@ -79,18 +95,27 @@ def test_a_person_split_by_an_occlusion_becomes_one_identity(backend: str,
         assert one.is_new and not two.is_new
         assert two.identity_id == one.identity_id
         # without re-linking the appearance alone is below the threshold: a second identity
-        m2 = IdentityMatcher(dot_prob, ExemplarCache(g, "m2"),
-                             MatchConfig(threshold=0.8, relink_s=0))
-        assert m2.match([MatchQuery.from_tracklet(first, person(rng, a)),
-                         MatchQuery.from_tracklet(after, occluded)])[1].is_new
+        m2 = IdentityMatcher(
+            dot_prob, ExemplarCache(g, "m2"), MatchConfig(threshold=0.8, relink_s=0)
+        )
+        assert m2.match(
+            [
+                MatchQuery.from_tracklet(first, person(rng, a)),
+                MatchQuery.from_tracklet(after, occluded),
+            ]
+        )[1].is_new
 
 
 def test_the_split_is_joined_within_one_batch_too() -> None:
     a, _, rng = look_alikes(1)
     m = IdentityMatcher(dot_prob, ExemplarCache(None, "m"), MatchConfig(threshold=0.8))
     occluded = np.concatenate([person(rng, a, 4), pillar(rng, a)])
-    out = m.match([MatchQuery.from_tracklet(walker("c", 1, 0, 5, 10), person(rng, a)),
-                   MatchQuery.from_tracklet(walker("c", 2, 6, 9, 250), occluded)])
+    out = m.match(
+        [
+            MatchQuery.from_tracklet(walker("c", 1, 0, 5, 10), person(rng, a)),
+            MatchQuery.from_tracklet(walker("c", 2, 6, 9, 250), occluded),
+        ]
+    )
     assert out[0].is_new and out[1].identity_id == out[0].identity_id
 
 
@@ -110,8 +135,10 @@ def test_look_alike_strangers_at_other_times_or_places_stay_two_identities() -> 
     # a different-looking person there does not (p ~ 0 < relink_threshold)
     c = rng.normal(0, 1, D)
     c -= (c @ a) * a
-    stranger = MatchQuery.from_tracklet(walker("c", 6, 5.5, 9, 10 + 40 * 5.5),
-                                        person(rng, (c / np.linalg.norm(c)).astype(np.float32)))
+    stranger = MatchQuery.from_tracklet(
+        walker("c", 6, 5.5, 9, 10 + 40 * 5.5),
+        person(rng, (c / np.linalg.norm(c)).astype(np.float32)),
+    )
     assert m.match([first, stranger])[1].is_new
 
 
@@ -130,7 +157,10 @@ def test_two_people_crossing_each_keep_their_own_track() -> None:
 
 def test_relink_keys_are_validated() -> None:
     assert load_config(overrides={"match.relink_s": 0}).match.relink_s == 0
-    for key, bad in (("match.relink_s", -1), ("match.relink_threshold", 1.5),
-                     ("match.relink_dist", -0.1)):
+    for key, bad in (
+        ("match.relink_s", -1),
+        ("match.relink_threshold", 1.5),
+        ("match.relink_dist", -0.1),
+    ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(overrides={key: bad})

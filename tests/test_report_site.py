@@ -32,8 +32,14 @@ CHROMIUM = "/usr/bin/chromium"
 
 def _apt(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", *args], env=env, check=False,
-                          capture_output=True, text=True, timeout=1500)
+    return subprocess.run(
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", *args],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +57,21 @@ def chromium() -> str:
 
 def _chrome(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-           "--allow-file-access-from-files", *args]
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--allow-file-access-from-files",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -66,8 +83,14 @@ def dump_dom(chromium: str, tmp: Path, page: Path) -> str:
 
 
 def screenshot(chromium: str, tmp: Path, page: Path, png: Path) -> None:
-    r = _chrome(chromium, tmp, f"--screenshot={png}", "--window-size=1200,900",
-                "--hide-scrollbars", page.as_uri())
+    r = _chrome(
+        chromium,
+        tmp,
+        f"--screenshot={png}",
+        "--window-size=1200,900",
+        "--hide-scrollbars",
+        page.as_uri(),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -95,21 +118,29 @@ def _identities(crops_dir: Path, n: int, t0: float = 1_790_000_000.0) -> list[Id
             for j in range(3):
                 p = _person_jpeg(crops_dir / f"{i}" / f"{cam}_{j}.jpg", 10 * i + j)
                 crops.append(CropView(p, cam, start + 4 * j, video_time=5.0 * i + 4 * j))
-        out.append(IdentityView(
-            id=i, name="courier <b>" if i == 2 else None, first_seen=ivs[0].start,
-            last_seen=ivs[-1].end, sightings=30 * len(cams), cameras=cams, crops=crops,
-            intervals=ivs))
+        out.append(
+            IdentityView(
+                id=i,
+                name="courier <b>" if i == 2 else None,
+                first_seen=ivs[0].start,
+                last_seen=ivs[-1].end,
+                sightings=30 * len(cams),
+                cameras=cams,
+                crops=crops,
+                intervals=ivs,
+            )
+        )
     return out
 
 
-def test_report_opens_in_chromium_with_all_identities_and_images(chromium: str,
-                                                                tmp_path: Path) -> None:
+def test_report_opens_in_chromium_with_all_identities_and_images(
+    chromium: str, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     idents = _identities(run / "crops", 7)
     video = run / "lobby.mp4"
     video.write_bytes(b"\x00")  # a file is enough for the link; the browser is not asked to play it
-    index = write_site(idents, run / "report", SiteOptions(page_size=5),
-                       videos={"lobby": video})
+    index = write_site(idents, run / "report", SiteOptions(page_size=5), videos={"lobby": video})
 
     dom = dump_dom(chromium, tmp_path, index)
     assert 'data-total="7"' in dom and 'data-pages="2"' in dom
@@ -142,8 +173,9 @@ def test_report_opens_in_chromium_with_all_identities_and_images(chromium: str,
     assert shot.std() > 10  # not a blank page
 
 
-def test_deleted_crop_shows_as_broken_and_rebuild_drops_stale_pages(chromium: str,
-                                                                   tmp_path: Path) -> None:
+def test_deleted_crop_shows_as_broken_and_rebuild_drops_stale_pages(
+    chromium: str, tmp_path: Path
+) -> None:
     idents = _identities(tmp_path / "crops", 3)
     out = tmp_path / "report"
     write_site(idents, out)
@@ -196,16 +228,21 @@ def _gallery_with_video(run: Path) -> tuple[Path, dict[int, list[str]]]:
             cams[iid] = ["lobby", "street"] if n != 1 else ["street"]
             for cam in cams[iid]:
                 f0 = 20 + 40 * n + (5 if cam == "street" else 0)
-                boxes = [TrackedBox(cam, f0 + k, (f0 + k) / 10.0, (4.0, 4.0, 36.0, 90.0), 0.9,
-                                    n + 1) for k in range(6)]
-                crops = [cv2.imread(str(_person_jpeg(run / "tmp" / f"{n}{cam}{k}.jpg",
-                                                     7 * n + k))) for k in range(3)]
+                boxes = [
+                    TrackedBox(cam, f0 + k, (f0 + k) / 10.0, (4.0, 4.0, 36.0, 90.0), 0.9, n + 1)
+                    for k in range(6)
+                ]
+                crops = [
+                    cv2.imread(str(_person_jpeg(run / "tmp" / f"{n}{cam}{k}.jpg", 7 * n + k)))
+                    for k in range(3)
+                ]
                 tr = Tracklet(cam, n + 1, boxes, crops, [f0, f0 + 2, f0 + 4], True)
                 g.record_tracklet(src[cam], tr, identity_id=iid)
     shutil.rmtree(run / "tmp")
     (run / "videos").mkdir()
-    vw = cv2.VideoWriter(str(run / "videos" / "lobby.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                         10.0, (64, 48))
+    vw = cv2.VideoWriter(
+        str(run / "videos" / "lobby.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48)
+    )
     for i in range(150):
         vw.write(np.full((48, 64, 3), i % 255, np.uint8))
     vw.release()

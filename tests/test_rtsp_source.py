@@ -24,9 +24,14 @@ def gst() -> None:
 
 
 def fast_cfg(**kw: object) -> StreamConfig:
-    base: dict[str, object] = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "probe_s": 0.3,
-                               "reconnect_initial_s": 0.2, "reconnect_max_s": 1.0,
-                               "queue_size": 8}
+    base: dict[str, object] = {
+        "open_timeout_s": 3.0,
+        "read_timeout_s": 2.0,
+        "probe_s": 0.3,
+        "reconnect_initial_s": 0.2,
+        "reconnect_max_s": 1.0,
+        "queue_size": 8,
+    }
     base.update(kw)
     return StreamConfig(**base)  # type: ignore[arg-type]
 
@@ -114,7 +119,8 @@ def test_recovers_when_the_server_restarts_several_times(server: RtspTestServer)
 
 
 def test_closed_port_reconnects_then_fails_with_clear_redacted_error(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/live"
     caplog.set_level(logging.INFO)
     src = RtspSource(url, "door", fast_cfg(give_up_after=3)).start()

@@ -56,8 +56,9 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[int, list
     """pid -> camera -> crop files (generated; the first of each is held out as a query)."""
     from reid_pipeline.datasets.scene import make_crops_dataset
 
-    root = make_crops_dataset(tmp_path_factory.mktemp("people"), people=PEOPLE, per_camera=4,
-                              seed=SEED)
+    root = make_crops_dataset(
+        tmp_path_factory.mktemp("people"), people=PEOPLE, per_camera=4, seed=SEED
+    )
     out: dict[int, dict[int, list[Path]]] = defaultdict(lambda: defaultdict(list))
     for p in sorted(root.glob("*/*.jpg")):
         m = re.match(r"(\d{4})_c(\d)s1_(\d{6})", p.name)
@@ -76,19 +77,27 @@ def built(tmp_path_factory: pytest.TempPathFactory, people, model, embedder):
     db = run / "reid.db"
     ids: dict[int, int] = {}
     with Gallery.open(str(db), GalleryConfig()) as g:
-        sources = {c: g.begin_source(name, f"generated-{name}").source_id
-                   for c, name in CAMERAS.items()}
+        sources = {
+            c: g.begin_source(name, f"generated-{name}").source_id for c, name in CAMERAS.items()
+        }
         for pid, cams in people.items():
             iid = g.create_identity()
             ids[pid] = iid
             for c, files in cams.items():
                 imgs = [cv2.imread(str(f)) for f in files[1:]]
                 f0 = 100 * pid + 40 * c
-                boxes = [TrackedBox(CAMERAS[c], f0 + 5 * k, (f0 + 5 * k) / 10.0,
-                                    (10.0, 10.0, 74.0, 138.0), 0.9, pid)
-                         for k in range(len(imgs))]
-                tr = Tracklet(CAMERAS[c], pid, boxes, imgs, [b.frame_index for b in boxes],
-                              True)
+                boxes = [
+                    TrackedBox(
+                        CAMERAS[c],
+                        f0 + 5 * k,
+                        (f0 + 5 * k) / 10.0,
+                        (10.0, 10.0, 74.0, 138.0),
+                        0.9,
+                        pid,
+                    )
+                    for k in range(len(imgs))
+                ]
+                tr = Tracklet(CAMERAS[c], pid, boxes, imgs, [b.frame_index for b in boxes], True)
                 tid = g.record_tracklet(sources[c], tr, identity_id=iid, score=0.9)
                 vecs = embedder.embed_crops(imgs)
                 g.add_exemplars(iid, vecs, model.model_version, tid, keep=5)
@@ -99,7 +108,7 @@ def _full_frame(pid: int, out: Path) -> tuple[Path, tuple[int, int, int, int]]:
     """A street 'photo' with person ``pid`` walking in it (not a crop: the detector must find
     them), in daylight unlike either camera. Returns the file and the person's true box."""
     from reid_pipeline.datasets.scene import (
-        _composite,
+        composite,
         make_background,
         random_people,
         render_person,
@@ -108,7 +117,7 @@ def _full_frame(pid: int, out: Path) -> tuple[Path, tuple[int, int, int, int]]:
     app = random_people(PEOPLE, SEED)[pid - 1]  # the same people make_crops_dataset draws
     frame = make_background("street", 640, 360, 3)
     rgb, alpha = render_person(app, 180, 0.0, 1)
-    box = _composite(frame, rgb, alpha, 380, 340 - alpha.shape[0])
+    box = composite(frame, rgb, alpha, 380, 340 - alpha.shape[0])
     assert box is not None
     assert cv2.imwrite(str(out), frame)
     return out, box
@@ -147,8 +156,9 @@ def assert_found(ranks: list[int]) -> None:
     assert first >= 0.6 * len(ranks) and mrr >= 0.75, f"ranks of the right identity: {ranks}"
 
 
-def test_search_detects_the_person_in_a_full_frame(built, people, model, embedder,
-                                                   tmp_path) -> None:
+def test_search_detects_the_person_in_a_full_frame(
+    built, people, model, embedder, tmp_path
+) -> None:
     from reid_pipeline.config import DetectorConfig
     from reid_pipeline.detect import build_detector
 
@@ -194,8 +204,10 @@ def test_bad_photos_give_clear_errors(tmp_path, built, model, embedder) -> None:
     with pytest.raises(InputError, match="wall.png' *: no person found"):
         person_crop(read_photo(wall), det, "auto", str(wall))
     db, _ = built
-    with Gallery.open(str(db), GalleryConfig()) as g, \
-            pytest.raises(InputError, match="no person found"):
+    with (
+        Gallery.open(str(db), GalleryConfig()) as g,
+        pytest.raises(InputError, match="no person found"),
+    ):
         search_photo(g, wall, model, embedder, det, mode="frame")
 
 
@@ -211,8 +223,10 @@ def test_model_version_mismatch_is_refused(built, people, embedder) -> None:
 
     db, _ = built
     other = ReIDModel("osnet_x0_25", embed_dim=128, height=128, width=64).eval()
-    with Gallery.open(str(db), GalleryConfig()) as g, \
-            pytest.raises(InputError, match="made by model.*--checkpoint"):
+    with (
+        Gallery.open(str(db), GalleryConfig()) as g,
+        pytest.raises(InputError, match="made by model.*--checkpoint"),
+    ):
         search_photo(g, people[1][1][0], other, embedder, None, mode="crop")
 
 
@@ -222,8 +236,12 @@ def test_cli_search(built, people, model, embedder, tmp_path, capsys) -> None:
     pid = sorted(people)[2]
     photo = people[pid][1][0]
     html = tmp_path / "out.html"
-    assert main(["search", str(photo), "--db", str(db), "--top", "2", "--html", str(html),
-                 *model_args]) == 0
+    assert (
+        main(
+            ["search", str(photo), "--db", str(db), "--top", "2", "--html", str(html), *model_args]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # the command prints what the library finds for the same photo, in the same order
     with Gallery.open(str(db), GalleryConfig()) as g:
@@ -239,8 +257,10 @@ def test_cli_search(built, people, model, embedder, tmp_path, capsys) -> None:
     # bad inputs: one line each, naming the input, exit code 2, before any model is loaded
     for args, pattern in [
         (["search", str(tmp_path / "missing.jpg"), "--db", str(db)], "missing.jpg' does not exist"),
-        (["search", str(people[pid][1][0]), "--db", str(tmp_path / "no.db")],
-         "no.db' does not exist"),
+        (
+            ["search", str(people[pid][1][0]), "--db", str(tmp_path / "no.db")],
+            "no.db' does not exist",
+        ),
     ]:
         assert main([*args, *model_args]) == 2
         err = capsys.readouterr().err

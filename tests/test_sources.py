@@ -23,17 +23,19 @@ def _frame(i: int) -> np.ndarray:
     for bit in range(12):
         if i >> bit & 1:
             r, c = divmod(bit, 6)
-            img[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] = 255
+            img[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16] = 255
     return img
 
 
 def _index_of(img: np.ndarray) -> int:
-    return sum(1 << bit for bit in range(12)
-               if img[(bit // 6) * 16 + 8, (bit % 6) * 16 + 8].mean() > 160)
+    return sum(
+        1 << bit for bit in range(12) if img[(bit // 6) * 16 + 8, (bit % 6) * 16 + 8].mean() > 160
+    )
 
 
-def make_video(path: Path, n: int = 40, fourcc: str = "MJPG", fps: float = 10.0,
-               noise: bool = False) -> Path:
+def make_video(
+    path: Path, n: int = 40, fourcc: str = "MJPG", fps: float = 10.0, noise: bool = False
+) -> Path:
     """Write ``n`` index-coded frames; ``noise`` fills the lower half so packets are realistic
     in size (a static picture compresses to a few bytes per frame)."""
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
@@ -123,7 +125,9 @@ def test_truncated_avi_yields_decoded_frames_then_raises(tmp_path):
     src = open_source(str(p), "c")
     assert src.frame_count == 60  # the header still declares the full length
     got = []
-    with pytest.raises(SourceError, match=r"cut\.avi.*truncated or corrupt.*stopped at frame \d+ of 60"):
+    with pytest.raises(
+        SourceError, match=r"cut\.avi.*truncated or corrupt.*stopped at frame \d+ of 60"
+    ):
         for f in src:
             got.append(f.index)
     src.close()
@@ -145,7 +149,7 @@ def test_corrupt_middle_is_skipped_with_warning(tmp_path, caplog):
     mdat = data.index(b"mdat")  # MP4 media data; the index (moov) must stay intact
     moov = data.index(b"moov")
     start = mdat + (moov - mdat) // 3
-    data[start:start + 1500] = bytes(1500)
+    data[start : start + 1500] = bytes(1500)
     p.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING), open_source(str(p), "c") as src:
         frames = list(src)

@@ -76,9 +76,15 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "detector": {"kind": "hog"},
         "model": {**model_cfg, "checkpoint": str(ckpt)},
         "tracker": {"track_buffer": 6, "max_crops": 4, "min_length": 2},
-        "stream": {"open_timeout_s": 3, "read_timeout_s": 2, "probe_s": 0.3,
-                   "reconnect_initial_s": 0.3, "reconnect_max_s": 1.0, "status_every_s": 1,
-                   "provisional_every": 3},
+        "stream": {
+            "open_timeout_s": 3,
+            "read_timeout_s": 2,
+            "probe_s": 0.3,
+            "reconnect_initial_s": 0.3,
+            "reconnect_max_s": 1.0,
+            "status_every_s": 1,
+            "provisional_every": 3,
+        },
     }
     path = root / "live.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -87,14 +93,25 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reid_stream(args: list[str], config: Path, out: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, REID_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "reid_pipeline", "stream", *args, "--config", str(config),
-           "--out", str(out)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=out)
+    cmd = [
+        sys.executable,
+        "-m",
+        "reid_pipeline",
+        "stream",
+        *args,
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    ]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out
+    )
 
 
-def wait_for_file_text(path: Path, needle: str, timeout: float,
-                       proc: subprocess.Popen[str]) -> bool:
+def wait_for_file_text(
+    path: Path, needle: str, timeout: float, proc: subprocess.Popen[str]
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and needle in path.read_text():
@@ -114,15 +131,18 @@ def check_gallery(db: Path) -> dict[str, int]:
         tracklets = con.execute(
             "SELECT t.id, c.name, t.source_id, t.track_id, t.first_frame, t.last_frame, "
             "t.first_ts, t.last_ts, t.identity_id FROM tracklets t "
-            "JOIN cameras c ON c.id = t.camera_id").fetchall()
+            "JOIN cameras c ON c.id = t.camera_id"
+        ).fetchall()
         seen = set()
         spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
         for tid, cam, sid, track, f0, f1, t0, t1, ident in tracklets:
             assert (sid, track) not in seen  # a restarted run never reuses a track id
             seen.add((sid, track))
             assert f0 <= f1 and t0 <= t1
-            rows = con.execute("SELECT min(frame), max(frame), count(*) FROM sightings "
-                               "WHERE tracklet_id = ?", (tid,)).fetchone()
+            rows = con.execute(
+                "SELECT min(frame), max(frame), count(*) FROM sightings WHERE tracklet_id = ?",
+                (tid,),
+            ).fetchone()
             assert rows[2] >= 1 and rows[0] == f0 and rows[1] == f1
             if ident is not None:
                 spans[(ident, cam)].append((t0, t1))
@@ -131,13 +151,22 @@ def check_gallery(db: Path) -> dict[str, int]:
             for (_a0, a1), (b0, _b1) in itertools.pairwise(sp):
                 assert b0 > a1, f"identity {ident} twice in camera {cam} at once"
         n_ident = con.execute("SELECT count(*) FROM identities").fetchone()[0]
-        orphan = con.execute("SELECT count(*) FROM identities i WHERE NOT EXISTS "
-                             "(SELECT 1 FROM tracklets t WHERE t.identity_id = i.id)").fetchone()[0]
+        orphan = con.execute(
+            "SELECT count(*) FROM identities i WHERE NOT EXISTS "
+            "(SELECT 1 FROM tracklets t WHERE t.identity_id = i.id)"
+        ).fetchone()[0]
         assert orphan == 0
-        frames = dict(con.execute("SELECT c.name, max(s.frames_processed) FROM sources s "
-                                  "JOIN cameras c ON c.id = s.camera_id GROUP BY c.name"))
-        return {"tracklets": len(tracklets), "identities": n_ident, **{
-            f"frames_{k}": int(v or 0) for k, v in frames.items()}}
+        frames = dict(
+            con.execute(
+                "SELECT c.name, max(s.frames_processed) FROM sources s "
+                "JOIN cameras c ON c.id = s.camera_id GROUP BY c.name"
+            )
+        )
+        return {
+            "tracklets": len(tracklets),
+            "identities": n_ident,
+            **{f"frames_{k}": int(v or 0) for k, v in frames.items()},
+        }
     finally:
         con.close()
 
@@ -158,8 +187,9 @@ def events_of(path: Path) -> list[dict]:  # type: ignore[type-arg]
 @pytest.fixture
 def cameras(scene: dict[str, str]) -> Iterator[tuple[RtspTestServer, RtspTestServer]]:
     lobby = RtspTestServer(scene["lobby"], path="/lobby", width=480, height=272).start()
-    street = RtspTestServer(scene["street"], path="/street", width=480, height=272,
-                            user="viewer", password=SECRET).start()
+    street = RtspTestServer(
+        scene["street"], path="/street", width=480, height=272, user="viewer", password=SECRET
+    ).start()
     try:
         yield lobby, street
     finally:
@@ -168,13 +198,29 @@ def cameras(scene: dict[str, str]) -> Iterator[tuple[RtspTestServer, RtspTestSer
 
 
 def test_stream_restarts_dead_camera_sigterm_then_sigkill_keeps_commits(
-        cameras: tuple[RtspTestServer, RtspTestServer], config: Path, tmp_path: Path) -> None:
+    cameras: tuple[RtspTestServer, RtspTestServer], config: Path, tmp_path: Path
+) -> None:
     lobby, street = cameras
     dead = f"rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/nothing"
     out = tmp_path / "run"
     out.mkdir()
-    proc = reid_stream([lobby.url, street.url, dead, "--camera", "lobby", "--camera", "street",
-                        "--camera", "door", "--watch", "1"], config, out)
+    proc = reid_stream(
+        [
+            lobby.url,
+            street.url,
+            dead,
+            "--camera",
+            "lobby",
+            "--camera",
+            "street",
+            "--camera",
+            "door",
+            "--watch",
+            "1",
+        ],
+        config,
+        out,
+    )
     events = out / "events.jsonl"
     try:
         # running: both live cameras produce events while 'door' never answers
@@ -188,9 +234,13 @@ def test_stream_restarts_dead_camera_sigterm_then_sigkill_keeps_commits(
             time.sleep(4.0)
         # recovery: the street camera's people are identified again after the last restart
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None and not any(
-                e["camera"] == "street" and e["captured"] > restarts[-1]
-                for e in events_of(events)):
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not any(
+                e["camera"] == "street" and e["captured"] > restarts[-1] for e in events_of(events)
+            )
+        ):
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
@@ -207,17 +257,21 @@ def test_stream_restarts_dead_camera_sigterm_then_sigkill_keeps_commits(
         assert e["latency_s"] >= 0 and e["captured"] <= e["timestamp"]
         assert e["alert"] == (e["identity"] == 1)
     assert any(e["alert"] for e in evs)  # identity 1 is the first one created: watched
-    assert any(e["camera"] == "street" and e["captured"] > restarts[-1] for e in evs), \
-        stdout[-3000:]
+    assert any(e["camera"] == "street" and e["captured"] > restarts[-1] for e in evs), stdout[
+        -3000:
+    ]
     # the street camera was seen reconnecting and came back: sightings after the last restart
     assert "camera 'street' (rtsp://***@127.0.0.1" in stderr and "stream stopped" in stderr
     assert "camera 'door'" in stderr and "connection refused" in stderr
     stats = check_gallery(out / "reid.db")
     assert stats["identities"] >= 2 and stats["tracklets"] >= 2
     con = sqlite3.connect(str(out / "reid.db"))
-    late = con.execute("SELECT count(*) FROM sightings s JOIN tracklets t ON t.id = s.tracklet_id "
-                       "JOIN cameras c ON c.id = t.camera_id WHERE c.name = 'street' "
-                       "AND s.timestamp > ?", (restarts[-1],)).fetchone()[0]
+    late = con.execute(
+        "SELECT count(*) FROM sightings s JOIN tracklets t ON t.id = s.tracklet_id "
+        "JOIN cameras c ON c.id = t.camera_id WHERE c.name = 'street' "
+        "AND s.timestamp > ?",
+        (restarts[-1],),
+    ).fetchone()[0]
     uris = [r[0] for r in con.execute("SELECT uri FROM sources")]
     con.close()
     assert late > 0, f"nothing from the street camera after it came back: {stdout[-3000:]}"
@@ -237,8 +291,11 @@ def test_stream_restarts_dead_camera_sigterm_then_sigkill_keeps_commits(
     proc = reid_stream([lobby.url, "--camera", "lobby"], config, out)
     try:
         deadline = time.monotonic() + 150
-        while proc.poll() is None and time.monotonic() < deadline and not any(
-                e["kind"] == "confirmed" for e in events_of(events)[n_before:]):
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and not any(e["kind"] == "confirmed" for e in events_of(events)[n_before:])
+        ):
             time.sleep(0.3)
         proc.kill()  # no chance to clean up
         proc.communicate(timeout=30)
@@ -251,8 +308,12 @@ def test_stream_restarts_dead_camera_sigterm_then_sigkill_keeps_commits(
     assert second["tracklets"] > stats["tracklets"]
     assert second["frames_lobby"] > stats["frames_lobby"]  # frame numbers went on
     con = sqlite3.connect(str(out / "reid.db"))
-    stored = {(r[0], r[1]) for r in con.execute(
-        "SELECT c.name, t.track_id FROM tracklets t JOIN cameras c ON c.id = t.camera_id")}
+    stored = {
+        (r[0], r[1])
+        for r in con.execute(
+            "SELECT c.name, t.track_id FROM tracklets t JOIN cameras c ON c.id = t.camera_id"
+        )
+    }
     con.close()
     for e in confirmed:  # a confirmed event means committed: it survived the kill
         assert (e["camera"], e["track"]) in stored
@@ -265,12 +326,15 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def test_soak_four_streams_flat_memory(scene: dict[str, str], config: Path,
-                                       tmp_path: Path) -> None:
+def test_soak_four_streams_flat_memory(scene: dict[str, str], config: Path, tmp_path: Path) -> None:
     """A bounded soak (REID_SOAK_S seconds, default 60): 4 cameras, memory must stay flat."""
     soak_s = float(os.environ.get("REID_SOAK_S", "60"))
-    servers = [RtspTestServer(scene["lobby" if i % 2 == 0 else "street"], path=f"/c{i}",
-                              width=480, height=272).start() for i in range(4)]
+    servers = [
+        RtspTestServer(
+            scene["lobby" if i % 2 == 0 else "street"], path=f"/c{i}", width=480, height=272
+        ).start()
+        for i in range(4)
+    ]
     out = tmp_path / "soak"
     out.mkdir()
     launched = time.monotonic()
@@ -299,7 +363,7 @@ def test_soak_four_streams_flat_memory(scene: dict[str, str], config: Path,
     rss = [kb for kb in streaming if kb > 0]
     assert len(rss) >= 10, samples
     third = max(1, len(rss) // 3)
-    warm, end = max(rss[third:2 * third]), max(rss[-third:])
+    warm, end = max(rss[third : 2 * third]), max(rss[-third:])
     # flat: after warm-up, growth stays under 40 MiB (tracker/gallery caches settle)
     assert end - warm < 40 * 1024, f"RSS grew {end - warm} kB: {samples}"
     per_camera = [ln for ln in stdout.splitlines() if "frames processed" in ln]

@@ -30,9 +30,18 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def event(**kw: object) -> StreamEvent:
-    base: dict[str, object] = {"timestamp": 100.5, "camera": "gate", "identity": 3,
-                               "score": 0.91234, "status": "known", "kind": "confirmed",
-                               "alert": False, "track": 7, "captured": 100.0, "latency_s": 0.5}
+    base: dict[str, object] = {
+        "timestamp": 100.5,
+        "camera": "gate",
+        "identity": 3,
+        "score": 0.91234,
+        "status": "known",
+        "kind": "confirmed",
+        "alert": False,
+        "track": 7,
+        "captured": 100.0,
+        "latency_s": 0.5,
+    }
     base.update(kw)
     return StreamEvent(**base)  # type: ignore[arg-type]
 
@@ -44,8 +53,18 @@ def test_event_log_appends_flushed_json_lines(tmp_path: Path) -> None:
     # flushed at once: a reader (or a crash right now) sees the line
     first = json.loads(path.read_text().splitlines()[0])
     assert first["identity"] == 3 and first["score"] == 0.9123 and first["status"] == "known"
-    assert set(first) == {"timestamp", "camera", "identity", "score", "status", "kind", "alert",
-                          "track", "captured", "latency_s"}
+    assert set(first) == {
+        "timestamp",
+        "camera",
+        "identity",
+        "score",
+        "status",
+        "kind",
+        "alert",
+        "track",
+        "captured",
+        "latency_s",
+    }
     log.write(event(identity=None, score=None, status="new", kind="provisional"))
     log.close()
     log2 = EventLog(path)  # a second run appends
@@ -89,11 +108,20 @@ def test_percentiles() -> None:
 
 def test_gather_batches_cameras_and_is_not_held_back_by_a_dead_one() -> None:
     ensure_gst_rtsp()
-    cfg = StreamConfig(open_timeout_s=2.0, read_timeout_s=2.0, probe_s=0.3,
-                       reconnect_initial_s=0.2, reconnect_max_s=1.0, queue_size=4)
+    cfg = StreamConfig(
+        open_timeout_s=2.0,
+        read_timeout_s=2.0,
+        probe_s=0.3,
+        reconnect_initial_s=0.2,
+        reconnect_max_s=1.0,
+        queue_size=4,
+    )
     with RtspTestServer() as s1, RtspTestServer() as s2:
-        srcs = [RtspSource(s1.url, "a", cfg), RtspSource(s2.url, "b", cfg),
-                RtspSource(f"rtsp://127.0.0.1:{free_port()}/dead", "dead", cfg)]
+        srcs = [
+            RtspSource(s1.url, "a", cfg),
+            RtspSource(s2.url, "b", cfg),
+            RtspSource(f"rtsp://127.0.0.1:{free_port()}/dead", "dead", cfg),
+        ]
         ready, stop = threading.Event(), threading.Event()
         for s in srcs:
             s.notify = ready
@@ -144,8 +172,9 @@ def test_camera_names() -> None:
         camera_names(["rtsp://a/x", "rtsp://a/x"], [])
 
 
-def test_cli_rejects_bad_input_with_one_line(capsys: pytest.CaptureFixture[str],
-                                             tmp_path: Path) -> None:
+def test_cli_rejects_bad_input_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     assert main(["stream", str(tmp_path / "clip.mp4"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: reid stream takes camera URLs") and err.count("\n") == 1

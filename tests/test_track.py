@@ -20,8 +20,9 @@ def frame(i: int) -> Frame:
 
 
 def dets(*boxes: tuple[float, float, float, float], conf: float = 0.9) -> Detections:
-    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4),
-                      np.full(len(boxes), conf, np.float32))
+    return Detections(
+        np.asarray(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), conf, np.float32)
+    )
 
 
 def person(x: float, y: float, w: float = 40, h: float = 100) -> tuple[float, float, float, float]:
@@ -39,8 +40,9 @@ def ids_of(rows, box) -> set[int]:
     return {r.track_id for r in rows if np.allclose(r.bbox, box)}
 
 
-@pytest.mark.parametrize("kind,gmc", [("bytetrack", "none"), ("botsort", "none"),
-                                      ("botsort", "sparseOptFlow")])
+@pytest.mark.parametrize(
+    "kind,gmc", [("bytetrack", "none"), ("botsort", "none"), ("botsort", "sparseOptFlow")]
+)
 def test_two_crossing_people_keep_their_ids(kind, gmc):
     cfg = TrackerConfig(kind=kind, gmc=gmc)
     t = CameraTracker("cam", cfg, 10.0)
@@ -92,18 +94,36 @@ def test_short_gap_within_buffer_keeps_the_id():
 def test_quality_filter():
     # tracks start from 0.25 here (the default 0.5 would never start the low-score one):
     # what is tested is which boxes give crops, not which start tracks
-    cfg = TrackerConfig(min_height=48, min_aspect=1.2, max_aspect=5.0, min_conf=0.3,
-                        border_margin=2, high_thresh=0.25, new_track_thresh=0.25)
+    cfg = TrackerConfig(
+        min_height=48,
+        min_aspect=1.2,
+        max_aspect=5.0,
+        min_conf=0.3,
+        border_margin=2,
+        high_thresh=0.25,
+        new_track_thresh=0.25,
+    )
     t = CameraTracker("cam", cfg, 10.0)
     n = 12
-    run(t, [Detections(np.asarray([person(100 + i, 100),              # good
-                                   person(300 + i, 100, w=20, h=40),   # too small
-                                   person(0, 150 + i),                 # touches left border
-                                   person(450 + i, 50, w=100, h=90),   # too wide
-                                   person(560, 10 + i, w=40, h=70)],   # ok box, low conf
-                                  np.float32),
-                       np.asarray([0.9, 0.9, 0.9, 0.9, 0.28], np.float32))
-            for i in range(n)])
+    run(
+        t,
+        [
+            Detections(
+                np.asarray(
+                    [
+                        person(100 + i, 100),  # good
+                        person(300 + i, 100, w=20, h=40),  # too small
+                        person(0, 150 + i),  # touches left border
+                        person(450 + i, 50, w=100, h=90),  # too wide
+                        person(560, 10 + i, w=40, h=70),
+                    ],  # ok box, low conf
+                    np.float32,
+                ),
+                np.asarray([0.9, 0.9, 0.9, 0.9, 0.28], np.float32),
+            )
+            for i in range(n)
+        ],
+    )
     done = {round(x.boxes[0].bbox[0]): x for x in t.flush()}
     assert sorted(done) == [0, 100, 300, 450, 560]  # every track finishes, crops or not
     assert len(done[100].crops) == n and done[100].crops[0].shape == (100, 40, 3)
@@ -189,8 +209,10 @@ def test_partial_filter_keeps_at_least_half_of_the_crops():
 
     tl = Tracklet("cam", 1)
     heights = [100, 50, 50, 50, 100, 50]  # most boxes look partial next to the tallest
-    tl.boxes = [TrackedBox("cam", i, i / 10, (0.0, 0.0, 40.0, float(h)), 0.9, 1)
-                for i, h in enumerate(heights)]
+    tl.boxes = [
+        TrackedBox("cam", i, i / 10, (0.0, 0.0, 40.0, float(h)), 0.9, 1)
+        for i, h in enumerate(heights)
+    ]
     tl.crop_frames = list(range(6))
     keep = partial_crop_mask(tl, 0.85, 10)
     assert keep.sum() == 3 and keep[0] and keep[4]

@@ -32,8 +32,9 @@ ARCH = "resnet18"  # the torchreid backbone that trains fastest on a CPU
 # ------------------------------------------------------------------ generated data
 
 
-def make_dataset(root: Path, n_train: int = 16, per_id: int = 6, n_test: int = 4,
-                 seed: int = 0) -> Path:
+def make_dataset(
+    root: Path, n_train: int = 16, per_id: int = 6, n_test: int = 4, seed: int = 0
+) -> Path:
     """Market-1501 layout of 'persons': each identity has its own shirt and trouser colours
     (plus noise and a shifting position), so identities are learnable but not trivially."""
     rng = np.random.default_rng(seed)
@@ -44,14 +45,16 @@ def make_dataset(root: Path, n_train: int = 16, per_id: int = 6, n_test: int = 4
         top, bottom = r.integers(30, 225, 3), r.integers(30, 225, 3)
         img = np.full((64, 32, 3), 110, np.int32)
         dy = int(rng.integers(-4, 5))
-        img[8 + dy:34 + dy, 6:26] = top
-        img[34 + dy:60 + dy, 8:24] = bottom
+        img[8 + dy : 34 + dy, 6:26] = top
+        img[34 + dy : 60 + dy, 8:24] = bottom
         img += rng.integers(-25, 26, img.shape)
         return np.clip(img, 0, 255).astype(np.uint8)
 
-    for split, pids, n in [("bounding_box_train", range(1, n_train + 1), per_id),
-                           ("query", range(500, 500 + n_test), 2),
-                           ("bounding_box_test", range(500, 500 + n_test), 4)]:
+    for split, pids, n in [
+        ("bounding_box_train", range(1, n_train + 1), per_id),
+        ("query", range(500, 500 + n_test), 2),
+        ("bounding_box_test", range(500, 500 + n_test), 4),
+    ]:
         (base / split).mkdir(parents=True, exist_ok=True)
         for pid in pids:
             for j in range(n):
@@ -78,11 +81,23 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_cfg(data: Path, out: Path, **kv: object) -> object:
     base: dict[str, object] = {
-        "train.data": str(data), "train.out": str(out), "model.backbone": ARCH,
-        "model.height": 32, "model.width": 16, "model.embed_dim": 32, "train.p": 4,
-        "train.k": 4, "train.val_ids": 3, "train.epochs": 2, "train.warmup_epochs": 0,
-        "train.lr": 1e-3, "train.eval_every": 0, "train.workers": 1, "device": "cpu",
-        "train.pad": 2, "train.erase_prob": 0.0,  # 10 px of shift would wipe out 32x16 images
+        "train.data": str(data),
+        "train.out": str(out),
+        "model.backbone": ARCH,
+        "model.height": 32,
+        "model.width": 16,
+        "model.embed_dim": 32,
+        "train.p": 4,
+        "train.k": 4,
+        "train.val_ids": 3,
+        "train.epochs": 2,
+        "train.warmup_epochs": 0,
+        "train.lr": 1e-3,
+        "train.eval_every": 0,
+        "train.workers": 1,
+        "device": "cpu",
+        "train.pad": 2,
+        "train.erase_prob": 0.0,  # 10 px of shift would wipe out 32x16 images
     }
     base.update(kv)
     return load_config(None, base)
@@ -192,8 +207,9 @@ def test_augmentations_on_device_tensors() -> None:
 
 
 def test_split_validation_holds_out_whole_identities() -> None:
-    recs = [ImageRecord(f"{p}_{c}_{j}.jpg", p, c) for p in range(10) for c in range(2)
-            for j in range(3)]
+    recs = [
+        ImageRecord(f"{p}_{c}_{j}.jpg", p, c) for p in range(10) for c in range(2) for j in range(3)
+    ]
     train, q, g = split_validation(recs, 3, seed=0)
     held = {r.pid for r in q}
     assert len(held) == 3 and not held & {r.pid for r in train}
@@ -205,8 +221,7 @@ def test_split_validation_holds_out_whole_identities() -> None:
 # ------------------------------------------------------------------ training runs
 
 
-def test_tiny_cpu_run_lowers_loss_and_raises_pair_accuracy(data_root: Path,
-                                                           tmp_path: Path) -> None:
+def test_tiny_cpu_run_lowers_loss_and_raises_pair_accuracy(data_root: Path, tmp_path: Path) -> None:
     cfg = tiny_cfg(data_root, tmp_path / "run", **{"train.epochs": 6, "train.eval_every": 3})
     result = Trainer(cfg, "cpu").fit()
     import csv
@@ -250,8 +265,11 @@ def test_frozen_backbone_from_a_zoo_checkpoint(data_root: Path, tmp_path: Path) 
     zoo = models.build_model(ARCH, num_classes=11, pretrained=False).state_dict()
     zoo_path = tmp_path / "zoo.pth"
     torch.save(zoo, zoo_path)
-    cfg = tiny_cfg(data_root, tmp_path / "frozen", **{
-        "train.init": str(zoo_path), "train.freeze_backbone": True, "train.epochs": 1})
+    cfg = tiny_cfg(
+        data_root,
+        tmp_path / "frozen",
+        **{"train.init": str(zoo_path), "train.freeze_backbone": True, "train.epochs": 1},
+    )
     tr = Trainer(cfg, "cpu")
     tr.fit()
     sd = torch.load(tmp_path / "frozen" / "last.pt", weights_only=True)["state_dict"]
@@ -276,8 +294,9 @@ def test_bad_data_roots(tmp_path: Path) -> None:
         Trainer(tiny_cfg(tmp_path / "empty", tmp_path / "o"), "cpu").fit()
 
 
-def test_unreadable_images_are_skipped_with_a_count(tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_images_are_skipped_with_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root = make_dataset(tmp_path / "d", n_train=6, per_id=4)
     bad = root / "Market-1501-v15.09.15" / "bounding_box_train" / "0001_c1s1_000099_00.jpg"
     bad.write_bytes(b"not a jpeg")
@@ -301,9 +320,11 @@ def test_bad_resume_file_and_config(data_root: Path, tmp_path: Path) -> None:
         tiny_cfg(data_root, tmp_path / "o", **{"train.hinge_balance": 2})
 
 
-def test_cli_reports_a_bad_root_in_one_line(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli_main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                   "--device", "cpu"])
+def test_cli_reports_a_bad_root_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = cli_main(
+        ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith("error: ") and "nope" in err[-1]

@@ -28,15 +28,36 @@ def _identities(root, n_ids=6, per_id=6, seed=0):
 @pytest.mark.parametrize("similarity,chunk", [("cosine", 5), ("dissimilarity", 0)])
 def test_rsk_training_lowers_the_loss(tmp_path, similarity, chunk):
     _identities(tmp_path / "data")
-    cfg = load_config(overrides={
-        "device": "cpu", "model.backbone": "osnet_x0_25", "model.height": 64,
-        "model.width": 32, "model.embed_dim": 32, "train.data": str(tmp_path / "data"),
-        "train.out": str(tmp_path / "run"), "train.epochs": 3, "train.p": 4, "train.k": 3,
-        "train.lr": 3e-3, "train.warmup_epochs": 0, "train.val_ids": 0, "train.eval_every": 0,
-        "train.lambda_ce": 0, "train.lambda_triplet": 0, "train.lambda_hinge": 0,
-        "train.lambda_rsk": 1, "train.rsk_similarity": similarity, "train.rsk_tau2": 0.05,
-        "train.simix": 6, "train.chunk": chunk, "train.amp": "off", "train.workers": 0,
-        "train.erase_prob": 0, "train.pad": 0})
+    cfg = load_config(
+        overrides={
+            "device": "cpu",
+            "model.backbone": "osnet_x0_25",
+            "model.height": 64,
+            "model.width": 32,
+            "model.embed_dim": 32,
+            "train.data": str(tmp_path / "data"),
+            "train.out": str(tmp_path / "run"),
+            "train.epochs": 3,
+            "train.p": 4,
+            "train.k": 3,
+            "train.lr": 3e-3,
+            "train.warmup_epochs": 0,
+            "train.val_ids": 0,
+            "train.eval_every": 0,
+            "train.lambda_ce": 0,
+            "train.lambda_triplet": 0,
+            "train.lambda_hinge": 0,
+            "train.lambda_rsk": 1,
+            "train.rsk_similarity": similarity,
+            "train.rsk_tau2": 0.05,
+            "train.simix": 6,
+            "train.chunk": chunk,
+            "train.amp": "off",
+            "train.workers": 0,
+            "train.erase_prob": 0,
+            "train.pad": 0,
+        }
+    )
     Trainer(cfg, device="cpu").fit()
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     rsk = [float(r["rsk"]) for r in rows]
@@ -50,5 +71,6 @@ def test_rsk_config_is_validated():
     with pytest.raises(ConfigError, match="train.chunk"):
         load_config(overrides={"train.chunk": -1})
     with pytest.raises(ConfigError, match="nothing to train"):
-        load_config(overrides={"train.lambda_ce": 0, "train.lambda_triplet": 0,
-                               "train.lambda_hinge": 0})
+        load_config(
+            overrides={"train.lambda_ce": 0, "train.lambda_triplet": 0, "train.lambda_hinge": 0}
+        )

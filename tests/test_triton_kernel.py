@@ -25,9 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def interp() -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "_triton_interp_check.py"), "3"],
-                       capture_output=True, text=True, env=env, timeout=600, cwd=ROOT,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "_triton_interp_check.py"), "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 

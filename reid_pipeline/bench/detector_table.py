@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reid_pipeline.config import DetectorConfig
+from reid_pipeline.detect.base import Detector
 from reid_pipeline.detect.hog import HogDetector
 from reid_pipeline.detect.ssd import SsdDetector, merge_views, parse_output, tile_windows
 from reid_pipeline.types import Detections
@@ -55,7 +56,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def load_boxes(path: str, scale: float) -> tuple[dict, dict]:
     """MOT txt -> ({frame index: xyxy (+score col)} for flag/score > 0 rows, ignore regions)."""
-    keep, ign = defaultdict(list), defaultdict(list)
+    keep: defaultdict[int, list[list[float]]] = defaultdict(list)
+    ign: defaultdict[int, list[list[float]]] = defaultdict(list)
     for line in Path(path).read_text().splitlines():
         r = line.split(",")
         if len(r) < 7:
@@ -67,8 +69,9 @@ def load_boxes(path: str, scale: float) -> tuple[dict, dict]:
     return ({f: np.asarray(v) for f, v in keep.items()}, {f: np.asarray(v) for f, v in ign.items()})
 
 
-def score(dets: dict[int, Detections], gt: dict, ign: dict, frames: range, thr: float,
-          iou_thr: float) -> tuple[float, float, float]:
+def score(
+    dets: dict[int, Detections], gt: dict, ign: dict, frames: range, thr: float, iou_thr: float
+) -> tuple[float, float, float]:
     tp = n_gt = n_det = 0
     for f in frames:
         d = dets.get(f, Detections.empty())
@@ -89,7 +92,7 @@ def score(dets: dict[int, Detections], gt: dict, ign: dict, frames: range, thr: 
 
 def read_frames(video: str, n: int) -> list[np.ndarray]:
     cap = cv2.VideoCapture(video)
-    out = []
+    out: list[np.ndarray] = []
     while len(out) < n:
         ok, img = cap.read()
         if not ok:
@@ -99,10 +102,18 @@ def read_frames(video: str, n: int) -> list[np.ndarray]:
     return out
 
 
-def run_views(det: SsdDetector, images: list[np.ndarray], cols: int, rows: int, overlap: float,
-              full: bool, min_score: float) -> tuple[list[list], list[list], float]:
+def run_views(
+    det: SsdDetector,
+    images: list[np.ndarray],
+    cols: int,
+    rows: int,
+    overlap: float,
+    full: bool,
+    min_score: float,
+) -> tuple[list[list], list[list], float]:
     """Raw per-view outputs for every frame (one batched pass) and the seconds it took."""
-    views, crops = [], []
+    views: list[list[tuple[int, int, int, int]]] = []
+    crops: list[np.ndarray] = []
     for img in images:
         h, w = img.shape[:2]
         win = tile_windows(w, h, cols, rows, overlap, full)
@@ -111,12 +122,12 @@ def run_views(det: SsdDetector, images: list[np.ndarray], cols: int, rows: int, 
     per_view = []
     t = time.perf_counter()
     for s in range(0, len(crops), det.batch):
-        chunk = crops[s:s + det.batch]
+        chunk = crops[s : s + det.batch]
         per_view.extend(parse_output(det.forward(chunk), len(chunk), min_score))
     dt = time.perf_counter() - t
     out, k = [], 0
     for win in views:
-        out.append(per_view[k:k + len(win)])
+        out.append(per_view[k : k + len(win)])
         k += len(win)
     return views, out, dt
 
@@ -132,14 +143,22 @@ def main() -> None:
     ap.add_argument("--scores", default="0.2,0.3,0.4,0.5", help="SSD score thresholds")
     ap.add_argument("--acf-scores", default="0,10,30")
     ap.add_argument("--sizes", default="300,400,512", help="SSD input sizes, whole frame")
-    ap.add_argument("--tilings", default="2x1,2x2,3x2",
-                    help="SSD tile grids at 300 (each also with the whole frame added)")
+    ap.add_argument(
+        "--tilings",
+        default="2x1,2x2,3x2",
+        help="SSD tile grids at 300 (each also with the whole frame added)",
+    )
     ap.add_argument("--overlap", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=0, help="cv2.setNumThreads (0: OpenCV's)")
     ap.add_argument("--no-hog", action="store_true")
-    ap.add_argument("--speed-only", type=int, default=0, metavar="N",
-                    help="only time the detectors, interleaved on the same 8-frame chunks of "
-                         "the first N frames (fair on a shared CPU), and print frames/s")
+    ap.add_argument(
+        "--speed-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time the detectors, interleaved on the same 8-frame chunks of "
+        "the first N frames (fair on a shared CPU), and print frames/s",
+    )
     a = ap.parse_args()
     if a.threads:
         cv2.setNumThreads(a.threads)
@@ -152,8 +171,11 @@ def main() -> None:
     gt, ign = load_boxes(a.gt, a.scale)
     thrs = [float(s) for s in a.scores.split(",")]
     rows: list[tuple[str, float, float, float, float]] = []
-    print(f"{len(images)} frames {w}x{h}, {sum(len(v) for f, v in gt.items() if f in frames)} "
-          f"GT boxes, OpenCV threads {cv2.getNumThreads()}", flush=True)
+    print(
+        f"{len(images)} frames {w}x{h}, {sum(len(v) for f, v in gt.items() if f in frames)} "
+        f"GT boxes, OpenCV threads {cv2.getNumThreads()}",
+        flush=True,
+    )
 
     if not a.no_hog:
         cfg = DetectorConfig(kind="hog")
@@ -174,19 +196,30 @@ def main() -> None:
                 pv = [o for _, os in views_outs for o in os[i]]
                 dets[i] = merge_views(win, pv, w, h, 0.5, thr)
             r, p, bpf = score(dets, gt, ign, frames, thr, a.iou)
-            rows.append((f"SSD {size}x{size}, {label}, score >= {thr:g}", r, p, bpf,
-                         len(images) / dt))
+            rows.append(
+                (f"SSD {size}x{size}, {label}, score >= {thr:g}", r, p, bpf, len(images) / dt)
+            )
             print(fmt(rows[-1]), flush=True)
 
     full_runs = {}
     for size in (int(s) for s in a.sizes.split(",") if s):
-        det = SsdDetector(SimpleNamespace(ssd_size=size, ssd_conf=min(thrs), ssd_iou=0.5,
-                                          ssd_tiles="1x1", conf=0.1, iou=0.5, batch=16))
+        det = SsdDetector(
+            SimpleNamespace(
+                ssd_size=size,
+                ssd_conf=min(thrs),
+                ssd_iou=0.5,
+                ssd_tiles="1x1",
+                conf=0.1,
+                iou=0.5,
+                batch=16,
+            )
+        )
         v, o, dt = run_views(det, images, 1, 1, 0.0, True, min(thrs))
         full_runs[size] = (v, o, dt)
         ssd_rows("whole frame", size, [(v, o)], dt)
-    det = SsdDetector(SimpleNamespace(ssd_size=300, ssd_conf=min(thrs), conf=0.1, iou=0.5,
-                                      batch=16))
+    det = SsdDetector(
+        SimpleNamespace(ssd_size=300, ssd_conf=min(thrs), conf=0.1, iou=0.5, batch=16)
+    )
     for spec in (s for s in a.tilings.split(",") if s):
         c, r_ = (int(x) for x in spec.split("x"))
         v, o, dt = run_views(det, images, c, r_, a.overlap, False, min(thrs))
@@ -199,8 +232,12 @@ def main() -> None:
         acf, _ = load_boxes(a.det, a.scale)
         acf_d = {f: Detections(b[:, :4], np.ones(len(b))) for f, b in acf.items()}
         for thr in (float(s) for s in a.acf_scores.split(",")):
-            d = {f: Detections(acf[f][acf[f][:, 4] >= thr, :4], np.ones(int((acf[f][:, 4] >= thr).sum())))
-                 for f in acf_d}
+            d = {
+                f: Detections(
+                    acf[f][acf[f][:, 4] >= thr, :4], np.ones(int((acf[f][:, 4] >= thr).sum()))
+                )
+                for f in acf_d
+            }
             r, p, bpf = score(d, gt, ign, frames, 0.0, a.iou)
             rows.append((f"MOT15 public ACF (det.txt), score >= {thr:g}", r, p, bpf, float("nan")))
             print(fmt(rows[-1]), flush=True)
@@ -213,24 +250,28 @@ def main() -> None:
 def speed_table(images: list[np.ndarray], a: argparse.Namespace) -> None:
     """frames/s of each detector, timed round-robin chunk by chunk so that a load change on a
     shared CPU hits every detector alike."""
-    dets: dict[str, object] = {"HOG (defaults)": HogDetector(DetectorConfig(kind="hog"))}
+    dets: dict[str, Detector] = {"HOG (defaults)": HogDetector(DetectorConfig(kind="hog"))}
     for size in (int(s) for s in a.sizes.split(",") if s):
         dets[f"SSD {size}, whole frame"] = SsdDetector(DetectorConfig(kind="ssd", ssd_size=size))
     for spec in (s for s in a.tilings.split(",") if s):
-        dets[f"SSD 300, {spec} tiles"] = SsdDetector(DetectorConfig(
-            kind="ssd", ssd_tiles=spec, ssd_full=False, ssd_overlap=a.overlap))
-        dets[f"SSD 300, whole frame + {spec} tiles"] = SsdDetector(DetectorConfig(
-            kind="ssd", ssd_tiles=spec, ssd_full=True, ssd_overlap=a.overlap))
+        dets[f"SSD 300, {spec} tiles"] = SsdDetector(
+            DetectorConfig(kind="ssd", ssd_tiles=spec, ssd_full=False, ssd_overlap=a.overlap)
+        )
+        dets[f"SSD 300, whole frame + {spec} tiles"] = SsdDetector(
+            DetectorConfig(kind="ssd", ssd_tiles=spec, ssd_full=True, ssd_overlap=a.overlap)
+        )
     spent = dict.fromkeys(dets, 0.0)
     for d in dets.values():  # warm-up
         d.detect(images[:2])
     for s in range(0, len(images), 8):
         for name, d in dets.items():
             t = time.perf_counter()
-            d.detect(images[s:s + 8])
+            d.detect(images[s : s + 8])
             spent[name] += time.perf_counter() - t
-    print(f"\n{len(images)} frames, interleaved in chunks of 8, OpenCV threads "
-          f"{cv2.getNumThreads()}\n| detector | frames/s | x HOG |\n|---|---|---|")
+    print(
+        f"\n{len(images)} frames, interleaved in chunks of 8, OpenCV threads "
+        f"{cv2.getNumThreads()}\n| detector | frames/s | x HOG |\n|---|---|---|"
+    )
     hog = len(images) / spent["HOG (defaults)"]
     for name, t in spent.items():
         print(f"| {name} | {len(images) / t:.1f} | {len(images) / t / hog:.2f} |")

@@ -45,14 +45,18 @@ def _sync(dev: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_ours(data: str, arch: str, steps: int, warm: int, dev: str = "cuda",
-               hw: tuple[int, int] = (256, 128)) -> dict[str, float]:
+def bench_ours(
+    data: str, arch: str, steps: int, warm: int, dev: str = "cuda", hw: tuple[int, int] = (256, 128)
+) -> dict[str, float]:
     """img/s of our training step alone on the GPU (preloaded batch indices, full loss)."""
     from reid_pipeline.train.loop import Trainer
     from reid_pipeline.train.sampler import PKSampler
 
-    cfg = _cfg(data, "/tmp/bench_ours", **{"model.backbone": arch, "train.val_ids": 0,
-                                           "model.height": hw[0], "model.width": hw[1]})
+    cfg = _cfg(
+        data,
+        "/tmp/bench_ours",
+        **{"model.backbone": arch, "train.val_ids": 0, "model.height": hw[0], "model.width": hw[1]},
+    )
     tr = Trainer(cfg, dev)
     tr._data()
     model = tr._model()
@@ -73,8 +77,9 @@ def bench_ours(data: str, arch: str, steps: int, warm: int, dev: str = "cuda",
     return {"img_per_s": n / dt, "steps": steps, "batch": 64, "max_mem_gib": mem}
 
 
-def bench_torchreid(data: str, arch: str, workers: int, dev: str = "cuda",
-                    hw: tuple[int, int] = (256, 128)) -> dict[str, float]:
+def bench_torchreid(
+    data: str, arch: str, workers: int, dev: str = "cuda", hw: tuple[int, int] = (256, 128)
+) -> dict[str, float]:
     """img/s of one epoch of torchreid's own ImageTripletEngine (its data loading included)."""
     import warnings
 
@@ -88,15 +93,25 @@ def bench_torchreid(data: str, arch: str, workers: int, dev: str = "cuda",
     if not link.exists():
         link.symlink_to(Path(data).resolve())
     dm = torchreid.data.ImageDataManager(
-        root=str(root), sources="market1501", height=hw[0], width=hw[1], batch_size_train=64,
-        batch_size_test=256, workers=workers, train_sampler="RandomIdentitySampler",
-        num_instances=4, transforms=["random_flip", "random_crop", "random_erase"],
-        use_gpu=dev.startswith("cuda"))
-    model = torchreid.models.build_model(arch, num_classes=dm.num_train_pids, loss="triplet",
-                                         pretrained=False).to(dev)
+        root=str(root),
+        sources="market1501",
+        height=hw[0],
+        width=hw[1],
+        batch_size_train=64,
+        batch_size_test=256,
+        workers=workers,
+        train_sampler="RandomIdentitySampler",
+        num_instances=4,
+        transforms=["random_flip", "random_crop", "random_erase"],
+        use_gpu=dev.startswith("cuda"),
+    )
+    model = torchreid.models.build_model(
+        arch, num_classes=dm.num_train_pids, loss="triplet", pretrained=False
+    ).to(dev)
     opt = torchreid.optim.build_optimizer(model, optim="adam", lr=3.5e-4)
-    eng = torchreid.engine.ImageTripletEngine(dm, model, opt, margin=0.3,
-                                              use_gpu=dev.startswith("cuda"))
+    eng = torchreid.engine.ImageTripletEngine(
+        dm, model, opt, margin=0.3, use_gpu=dev.startswith("cuda")
+    )
     eng.epoch, eng.max_epoch, eng.writer = 0, 2, None
     n_img = len(dm.train_loader) * 64
     _sync(dev)
@@ -108,8 +123,12 @@ def bench_torchreid(data: str, arch: str, workers: int, dev: str = "cuda",
     eng.train(print_freq=10_000)  # epoch 2: steady state
     _sync(dev)
     t2 = time.time()
-    return {"img_per_s_epoch1": n_img / (t1 - t0), "img_per_s": n_img / (t2 - t1),
-            "images_per_epoch": n_img, "workers": workers}
+    return {
+        "img_per_s_epoch1": n_img / (t1 - t0),
+        "img_per_s": n_img / (t2 - t1),
+        "images_per_epoch": n_img,
+        "workers": workers,
+    }
 
 
 def eval_zoo(data: str, zoo: str, arch: str, dev: str = "cuda") -> dict[str, Any]:
@@ -127,8 +146,10 @@ def eval_zoo(data: str, zoo: str, arch: str, dev: str = "cuda") -> dict[str, Any
     g, _ = preload(ds.gallery, 256, 128, torch.device(dev), 8, "gallery")
     emb = Embedder(model, dev)
     eq, eg = emb.embed_batch_u8(q.images), emb.embed_batch_u8(g.images)
-    return {"model_version": model.model_version,
-            "test": evaluate_embeddings(model, eq, eg, q.pids, g.pids, q.cams, g.cams, MODES)}
+    return {
+        "model_version": model.model_version,
+        "test": evaluate_embeddings(model, eq, eg, q.pids, g.pids, q.cams, g.cams, MODES),
+    }
 
 
 def _pack(work: Path, final: Path, summary: dict[str, Any]) -> None:
@@ -140,8 +161,7 @@ def _pack(work: Path, final: Path, summary: dict[str, Any]) -> None:
         r = summary.get(name, {})
         return float(r.get("val_last", {}).get("val_dissimilarity_mAP", -1.0)) if r else -1.0
 
-    cands = [n for n in ("main", "penalty", "main_id")
-             if (work / n / "model_fp16.pt").is_file()]
+    cands = [n for n in ("main", "penalty", "main_id") if (work / n / "model_fp16.pt").is_file()]
     if cands:
         ship = max(cands, key=val_map)
         shutil.copy(work / ship / "model_fp16.pt", final / "ship_fp16.pt")
@@ -161,8 +181,12 @@ def main() -> int:
     ap.add_argument("--zoo", default="")
     ap.add_argument("--arch", default="osnet_x1_0")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds for the training runs")
-    ap.add_argument("--share", type=float, default=3.0,
-                    help="assumed slow-down of one run when the runs share the GPU")
+    ap.add_argument(
+        "--share",
+        type=float,
+        default=3.0,
+        help="assumed slow-down of one run when the runs share the GPU",
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--device", default="cuda")
@@ -172,13 +196,20 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--bench-steps", type=int, default=60)
     ap.add_argument("--val-ids", type=int, default=30)
-    ap.add_argument("--runs", default="main,penalty,nohinge,frozen,zoo",
-                    help="which runs: main, penalty, nohinge, frozen, main_id, nohinge_id, "
-                    "rsk_cos, rsk_dis, rsk_dis_simix, rsk_dis_big, rsk_cos_hinge, main_rsk "
-                    "(issue 8)")
+    ap.add_argument(
+        "--runs",
+        default="main,penalty,nohinge,frozen,zoo",
+        help="which runs: main, penalty, nohinge, frozen, main_id, nohinge_id, "
+        "rsk_cos, rsk_dis, rsk_dis_simix, rsk_dis_big, rsk_cos_hinge, main_rsk "
+        "(issue 8)",
+    )
     ap.add_argument("--epochs", type=int, default=0, help="fixed epochs (0: from the speed)")
-    ap.add_argument("--deadline", type=float, default=0.0,
-                    help="seconds after start: stop runs still going and pack what exists")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        help="seconds after start: stop runs still going and pack what exists",
+    )
     a = ap.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
     final = Path(a.out)
@@ -192,8 +223,9 @@ def main() -> int:
         summary["gpu"] = torch.cuda.get_device_name(0)
     t_start = time.time()
     if not a.skip_bench:
-        summary["bench_ours"] = bench_ours(a.data, a.arch, a.bench_steps, max(1, a.bench_steps // 4),
-                                           dev, hw)
+        summary["bench_ours"] = bench_ours(
+            a.data, a.arch, a.bench_steps, max(1, a.bench_steps // 4), dev, hw
+        )
         log.info("ours: %s", summary["bench_ours"])
         try:
             summary["bench_torchreid"] = bench_torchreid(a.data, a.arch, a.workers, dev, hw)
@@ -204,52 +236,137 @@ def main() -> int:
             torch.cuda.empty_cache()
     speed = summary.get("bench_ours", {}).get("img_per_s", 1000.0)
     per_epoch = 4900.0  # train images left after holding out 30 identities
-    epochs = a.epochs or int(max(a.min_epochs,
-                                 min(120, a.budget * speed / a.share / per_epoch * 0.85)))
+    epochs = a.epochs or int(
+        max(a.min_epochs, min(120, a.budget * speed / a.share / per_epoch * 0.85))
+    )
     summary["epochs"] = epochs
     log.info("training %d epochs per run (speed %.0f img/s alone)", epochs, speed)
-    common = ["--data", a.data, "--epochs", str(epochs), "--eval-every", "5",
-              "--time-limit", str(a.budget), "--device", dev, "--height", str(hw[0]),
-              "--width", str(hw[1]), "--set", f"train.workers={a.workers}", "--val-ids", str(a.val_ids),
-              "--set", f"train.warmup_epochs={min(5, max(1, epochs // 10))}"]
+    common = [
+        "--data",
+        a.data,
+        "--epochs",
+        str(epochs),
+        "--eval-every",
+        "5",
+        "--time-limit",
+        str(a.budget),
+        "--device",
+        dev,
+        "--height",
+        str(hw[0]),
+        "--width",
+        str(hw[1]),
+        "--set",
+        f"train.workers={a.workers}",
+        "--val-ids",
+        str(a.val_ids),
+        "--set",
+        f"train.warmup_epochs={min(5, max(1, epochs // 10))}",
+    ]
     runs = {
         "main": ["--backbone", a.arch, "--lr", str(a.lr)],
         "penalty": ["--backbone", a.arch, "--lr", str(a.lr), "--w-constraint", "penalty"],
         "nohinge": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-hinge", "0"],
         # the same two with a linear adapter (no ReLU after its BN)
         "main_id": ["--backbone", a.arch, "--lr", str(a.lr), "--set", "model.activation=identity"],
-        "nohinge_id": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-hinge", "0",
-                       "--set", "model.activation=identity"],
+        "nohinge_id": [
+            "--backbone",
+            a.arch,
+            "--lr",
+            str(a.lr),
+            "--lambda-hinge",
+            "0",
+            "--set",
+            "model.activation=identity",
+        ],
     }
     # issue 8: the Recall@k surrogate (CE kept as regulariser; RS@k replaces triplet+hinge)
-    rsk = ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-triplet", "0", "--lambda-hinge",
-           "0", "--set", "train.lambda_rsk=1"]
-    runs.update({
-        "rsk_cos": [*rsk, "--set", "train.rsk_similarity=cosine"],
-        "rsk_dis": [*rsk, "--set", "train.rsk_similarity=dissimilarity"],
-        "rsk_dis_simix": [*rsk, "--set", "train.rsk_similarity=dissimilarity",
-                          "--set", "train.simix=64"],
-        # RS@k on cosine next to the pair classifier's hinge (the classifier stays trained):
-        # the best recipe of the CPU proxy (docs/benchmarks.md, issue 8); and all four losses
-        "rsk_cos_hinge": ["--backbone", a.arch, "--lr", str(a.lr), "--lambda-triplet", "0",
-                          "--set", "train.lambda_rsk=1", "--set", "train.rsk_similarity=cosine"],
-        "main_rsk": ["--backbone", a.arch, "--lr", str(a.lr), "--set", "train.lambda_rsk=1",
-                     "--set", "train.rsk_similarity=cosine"],
-        # a 512-image batch (P=128 x K=4) in two passes of 128 images
-        "rsk_dis_big": [*rsk, "--set", "train.rsk_similarity=dissimilarity", "--set",
-                        "train.simix=256", "--set", "train.p=128", "--set", "train.chunk=128"],
-    })
+    rsk = [
+        "--backbone",
+        a.arch,
+        "--lr",
+        str(a.lr),
+        "--lambda-triplet",
+        "0",
+        "--lambda-hinge",
+        "0",
+        "--set",
+        "train.lambda_rsk=1",
+    ]
+    runs.update(
+        {
+            "rsk_cos": [*rsk, "--set", "train.rsk_similarity=cosine"],
+            "rsk_dis": [*rsk, "--set", "train.rsk_similarity=dissimilarity"],
+            "rsk_dis_simix": [
+                *rsk,
+                "--set",
+                "train.rsk_similarity=dissimilarity",
+                "--set",
+                "train.simix=64",
+            ],
+            # RS@k on cosine next to the pair classifier's hinge (the classifier stays trained):
+            # the best recipe of the CPU proxy (docs/benchmarks.md, issue 8); and all four losses
+            "rsk_cos_hinge": [
+                "--backbone",
+                a.arch,
+                "--lr",
+                str(a.lr),
+                "--lambda-triplet",
+                "0",
+                "--set",
+                "train.lambda_rsk=1",
+                "--set",
+                "train.rsk_similarity=cosine",
+            ],
+            "main_rsk": [
+                "--backbone",
+                a.arch,
+                "--lr",
+                str(a.lr),
+                "--set",
+                "train.lambda_rsk=1",
+                "--set",
+                "train.rsk_similarity=cosine",
+            ],
+            # a 512-image batch (P=128 x K=4) in two passes of 128 images
+            "rsk_dis_big": [
+                *rsk,
+                "--set",
+                "train.rsk_similarity=dissimilarity",
+                "--set",
+                "train.simix=256",
+                "--set",
+                "train.p=128",
+                "--set",
+                "train.chunk=128",
+            ],
+        }
+    )
     if a.zoo:
-        runs["frozen"] = ["--backbone", "osnet_x0_25", "--init", a.zoo, "--freeze-backbone",
-                          "--lr", "3.5e-4"]
+        runs["frozen"] = [
+            "--backbone",
+            "osnet_x0_25",
+            "--init",
+            a.zoo,
+            "--freeze-backbone",
+            "--lr",
+            "3.5e-4",
+        ]
     wanted = a.runs.split(",")
     runs = {k: v for k, v in runs.items() if k in wanted}
     env = dict(os.environ, REID_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
     procs = {}
     for name, extra in runs.items():
         (out / name).mkdir(exist_ok=True)
-        cmd = [sys.executable, "-m", "reid_pipeline.commands.train", *common, *extra,
-               "--out", str(out / name)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "reid_pipeline.commands.train",
+            *common,
+            *extra,
+            "--out",
+            str(out / name),
+        ]
         summary.setdefault("commands", {})[name] = " ".join(cmd)
         logf = (out / f"{name}.log").open("w")
         procs[name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), logf)

@@ -38,8 +38,14 @@ def synthetic(scale: float = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
         f = centres[pids] * (pids > 0)[:, None] + rng.normal(size=(len(pids), DIM))
         return f.astype(np.float32)
 
-    return {"qf": feats(q_pids), "gf": feats(g_pids), "q_pids": q_pids, "g_pids": g_pids,
-            "q_cams": q_cams, "g_cams": g_cams}
+    return {
+        "qf": feats(q_pids),
+        "gf": feats(g_pids),
+        "q_pids": q_pids,
+        "g_pids": g_pids,
+        "q_cams": q_cams,
+        "g_cams": g_cams,
+    }
 
 
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -71,8 +77,7 @@ def _child(task: str, scale: float, q: Any) -> None:
                 t = time.perf_counter()
                 r = evaluate_rank_full(d, *ids)
                 times.append(time.perf_counter() - t)
-            out.update(seconds=sorted(times)[1], cmc=r.cmc[:20].tolist(), mAP=r.mAP,
-                       mINP=r.mINP)
+            out.update(seconds=sorted(times)[1], cmc=r.cmc[:20].tolist(), mAP=r.mAP, mINP=r.mINP)
         else:
             from torchreid.reid.metrics.rank import eval_market1501
 
@@ -90,8 +95,12 @@ def _child(task: str, scale: float, q: Any) -> None:
             base = _maxrss_mb()
             t = time.perf_counter()
             ft = torch.from_numpy(feats)
-            rr = re_ranking_rows(rows_function("euclidean", None, ft), nq, len(feats),
-                                 pairs_fn=pairs_function("euclidean", None, ft))
+            rr = re_ranking_rows(
+                rows_function("euclidean", None, ft),
+                nq,
+                len(feats),
+                pairs_fn=pairs_function("euclidean", None, ft),
+            )
         else:
             d = _sqdist(feats, feats)
             qg, qq, gg = d[:nq, nq:], d[:nq, :nq], d[nq:, nq:]
@@ -129,7 +138,7 @@ def measure(task: str, scale: float) -> dict[str, Any]:
 def check_against_torchreid(data: str, checkpoint: str, backbone: str, rerank: bool) -> None:
     """Real images: our evaluation vs torchreid's own pipeline on the same embeddings
     (``compute_distance_matrix`` + python ``evaluate_rank`` + ``re_ranking``)."""
-    from reid_pipeline.config import Config
+    from reid_pipeline.config import Config, ModelConfig
     from reid_pipeline.datasets.market import load_dataset, read_image
     from reid_pipeline.embed.embedder import Embedder
     from reid_pipeline.embed.model import load_model
@@ -140,8 +149,7 @@ def check_against_torchreid(data: str, checkpoint: str, backbone: str, rerank: b
         from torchreid.reid.metrics import compute_distance_matrix, evaluate_rank
         from torchreid.reid.utils.rerank import re_ranking
 
-    cfg = Config()
-    cfg.model.backbone = backbone
+    cfg = Config(model=ModelConfig(backbone=backbone))
     ds = load_dataset(data)
     model = load_model(checkpoint, cfg.model, "cpu")
     emb = Embedder(model, "cpu", batch=128, half=False)
@@ -149,13 +157,23 @@ def check_against_torchreid(data: str, checkpoint: str, backbone: str, rerank: b
     qf = emb.embed_crops([read_image(r.path) for r in ds.query])
     gf = emb.embed_crops([read_image(r.path) for r in ds.gallery])
     print(f"embedded {len(qf)} + {len(gf)} images in {time.perf_counter() - t:.0f} s")
-    ids = [np.array([getattr(r, k) for r in recs]) for k, recs in
-           (("pid", ds.query), ("pid", ds.gallery), ("camid", ds.query), ("camid", ds.gallery))]
+    ids = [
+        np.array([getattr(r, k) for r in recs])
+        for k, recs in (
+            ("pid", ds.query),
+            ("pid", ds.gallery),
+            ("camid", ds.query),
+            ("camid", ds.gallery),
+        )
+    ]
     t = time.perf_counter()
-    ours = evaluate_features(model, qf, gf, ds.query, ds.gallery, ["euclidean", "cosine"],
-                             rerank=rerank)
-    print(f"ours: {time.perf_counter() - t:.2f} s for both modes"
-          + (" with re-ranking" if rerank else ""))
+    ours = evaluate_features(
+        model, qf, gf, ds.query, ds.gallery, ["euclidean", "cosine"], rerank=rerank
+    )
+    print(
+        f"ours: {time.perf_counter() - t:.2f} s for both modes"
+        + (" with re-ranking" if rerank else "")
+    )
     for mode in ("euclidean", "cosine"):
         d = compute_distance_matrix(qf, gf, mode).numpy()
         t = time.perf_counter()
@@ -164,9 +182,11 @@ def check_against_torchreid(data: str, checkpoint: str, backbone: str, rerank: b
             cmc, mAP = evaluate_rank(d, *ids, use_cython=False)
         took = time.perf_counter() - t
         r = ours.results[mode]
-        print(f"{mode:>9}: torchreid R1 {cmc[0]:.6f} mAP {mAP:.6f} ({took:.1f} s) | ours R1 "
-              f"{r.rank(1):.6f} mAP {r.mAP:.6f} mINP {r.mINP:.6f} | max|dCMC| "
-              f"{np.abs(cmc - r.cmc[:len(cmc)]).max():.1e} |dmAP| {abs(mAP - r.mAP):.1e}")
+        print(
+            f"{mode:>9}: torchreid R1 {cmc[0]:.6f} mAP {mAP:.6f} ({took:.1f} s) | ours R1 "
+            f"{r.rank(1):.6f} mAP {r.mAP:.6f} mINP {r.mINP:.6f} | max|dCMC| "
+            f"{np.abs(cmc - r.cmc[: len(cmc)]).max():.1e} |dmAP| {abs(mAP - r.mAP):.1e}"
+        )
         if rerank:
             qq = compute_distance_matrix(qf, qf, mode).numpy()
             gg = compute_distance_matrix(gf, gf, mode).numpy()
@@ -177,8 +197,10 @@ def check_against_torchreid(data: str, checkpoint: str, backbone: str, rerank: b
                 warnings.simplefilter("ignore")
                 cmc, mAP = evaluate_rank(rr, *ids, use_cython=False)
             r = ours.results[mode + "+rerank"]
-            print(f"{mode + '+rr':>9}: torchreid R1 {cmc[0]:.6f} mAP {mAP:.6f} ({took:.1f} s) | "
-                  f"ours R1 {r.rank(1):.6f} mAP {r.mAP:.6f} | |dmAP| {abs(mAP - r.mAP):.1e}")
+            print(
+                f"{mode + '+rr':>9}: torchreid R1 {cmc[0]:.6f} mAP {mAP:.6f} ({took:.1f} s) | "
+                f"ours R1 {r.rank(1):.6f} mAP {r.mAP:.6f} | |dmAP| {abs(mAP - r.mAP):.1e}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,10 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", choices=["rank", "rerank", "all"], default="all")
     ap.add_argument("--scale", type=float, default=1.0, help="problem size relative to Market")
     ap.add_argument("--no-torchreid", action="store_true", help="skip torchreid's (slow) runs")
-    ap.add_argument("--torchreid-rerank-scale", type=float, default=0.3,
-                    help="size of the torchreid re-ranking comparison (its memory grows as N^2)")
-    ap.add_argument("--check", metavar="DATA", help="instead: compare with torchreid's pipeline "
-                    "on real images (needs --checkpoint, --backbone)")
+    ap.add_argument(
+        "--torchreid-rerank-scale",
+        type=float,
+        default=0.3,
+        help="size of the torchreid re-ranking comparison (its memory grows as N^2)",
+    )
+    ap.add_argument(
+        "--check",
+        metavar="DATA",
+        help="instead: compare with torchreid's pipeline "
+        "on real images (needs --checkpoint, --backbone)",
+    )
     ap.add_argument("--checkpoint", default="")
     ap.add_argument("--backbone", default="osnet_x0_25")
     ap.add_argument("--rerank", action="store_true", help="with --check: re-ranking too")
@@ -201,29 +231,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"problem: {int(NQ * s)} queries x {int(NG * s)} gallery, {DIM}-D synthetic features")
     if a.part in ("rank", "all"):
         ours = measure("rank", s)
-        print(f"evaluate_rank (ours, numpy):      {ours['seconds']:.3f} s (median of 3)  "
-              f"mAP {ours['mAP']:.6f}  mINP {ours['mINP']:.6f}")
+        print(
+            f"evaluate_rank (ours, numpy):      {ours['seconds']:.3f} s (median of 3)  "
+            f"mAP {ours['mAP']:.6f}  mINP {ours['mINP']:.6f}"
+        )
         if not a.no_torchreid:
             ref = measure("rank_torchreid", s)
             diff = max(abs(x - y) for x, y in zip(ours["cmc"], ref["cmc"]))
-            print(f"torchreid eval_market1501 (python): {ref['seconds']:.1f} s  mAP "
-                  f"{ref['mAP']:.6f}  |dmAP| {abs(ref['mAP'] - ours['mAP']):.1e}  "
-                  f"max|dCMC@1..20| {diff:.1e}  speed-up x{ref['seconds'] / ours['seconds']:.0f}")
+            print(
+                f"torchreid eval_market1501 (python): {ref['seconds']:.1f} s  mAP "
+                f"{ref['mAP']:.6f}  |dmAP| {abs(ref['mAP'] - ours['mAP']):.1e}  "
+                f"max|dCMC@1..20| {diff:.1e}  speed-up x{ref['seconds'] / ours['seconds']:.0f}"
+            )
     if a.part in ("rerank", "all"):
         r = measure("rerank", s)
-        print(f"re-ranking (ours, from features): {r['seconds']:.1f} s, peak RSS "
-              f"{r['peak_mb']:.0f} MB (inputs {r['base_mb']:.0f} MB), mAP {r['mAP']:.4f} "
-              f"R1 {r['rank1']:.4f}")
+        print(
+            f"re-ranking (ours, from features): {r['seconds']:.1f} s, peak RSS "
+            f"{r['peak_mb']:.0f} MB (inputs {r['base_mb']:.0f} MB), mAP {r['mAP']:.4f} "
+            f"R1 {r['rank1']:.4f}"
+        )
         if not a.no_torchreid:
             ts = a.torchreid_rerank_scale
             o = measure("rerank_dense", ts)
             t = measure("rerank_torchreid", ts)
             print(f"at scale {ts} ({int(NQ * ts)} x {int(NG * ts)}), from dense blocks:")
-            print(f"  ours:      {o['seconds']:.1f} s, peak RSS {o['peak_mb']:.0f} MB (inputs "
-                  f"{o['base_mb']:.0f} MB), mAP {o['mAP']:.6f}")
-            print(f"  torchreid: {t['seconds']:.1f} s, peak RSS {t['peak_mb']:.0f} MB (inputs "
-                  f"{t['base_mb']:.0f} MB), mAP {t['mAP']:.6f}  |dchecksum| "
-                  f"{abs(o['checksum'] - t['checksum']):.1e}")
+            print(
+                f"  ours:      {o['seconds']:.1f} s, peak RSS {o['peak_mb']:.0f} MB (inputs "
+                f"{o['base_mb']:.0f} MB), mAP {o['mAP']:.6f}"
+            )
+            print(
+                f"  torchreid: {t['seconds']:.1f} s, peak RSS {t['peak_mb']:.0f} MB (inputs "
+                f"{t['base_mb']:.0f} MB), mAP {t['mAP']:.6f}  |dchecksum| "
+                f"{abs(o['checksum'] - t['checksum']):.1e}"
+            )
     return 0
 
 

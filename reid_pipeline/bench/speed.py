@@ -39,14 +39,42 @@ STAGES = ("scoring", "embedder", "detector", "end_to_end")
 SIZES: dict[str, dict[str, Any]] = {
     # small: every stage in well under a minute on 2 shared CPU cores (CI); the model is
     # still osnet_x1_0, fed 64x32 crops so that its forward stays cheap on a CPU
-    "small": {"nq": 32, "ng": 2048, "dim": 512, "ng_recall": 4096, "crops": 8,
-              "emb_batch": 4, "emb_hw": (64, 32), "det_frames": 4, "det_hw": (240, 320),
-              "streams": 2, "stream_frames": 6, "stream_hw": (240, 320), "imgsz": 128,
-              "min_time": 0.0, "max_reps": 3, "cpu_threads": 1},
-    "full": {"nq": 1024, "ng": 262144, "dim": 512, "ng_recall": 1_000_000, "crops": 4096,
-             "emb_batch": 256, "emb_hw": None, "det_frames": 64, "det_hw": (1080, 1920),
-             "streams": 16, "stream_frames": 48, "stream_hw": (1080, 1920), "imgsz": 640,
-             "min_time": 0.3, "max_reps": 50, "cpu_threads": 0},
+    "small": {
+        "nq": 32,
+        "ng": 2048,
+        "dim": 512,
+        "ng_recall": 4096,
+        "crops": 8,
+        "emb_batch": 4,
+        "emb_hw": (64, 32),
+        "det_frames": 4,
+        "det_hw": (240, 320),
+        "streams": 2,
+        "stream_frames": 6,
+        "stream_hw": (240, 320),
+        "imgsz": 128,
+        "min_time": 0.0,
+        "max_reps": 3,
+        "cpu_threads": 1,
+    },
+    "full": {
+        "nq": 1024,
+        "ng": 262144,
+        "dim": 512,
+        "ng_recall": 1_000_000,
+        "crops": 4096,
+        "emb_batch": 256,
+        "emb_hw": None,
+        "det_frames": 64,
+        "det_hw": (1080, 1920),
+        "streams": 16,
+        "stream_frames": 48,
+        "stream_hw": (1080, 1920),
+        "imgsz": 640,
+        "min_time": 0.3,
+        "max_reps": 50,
+        "cpu_threads": 0,
+    },
 }
 _TIMING = {"min_time": 0.3, "max_reps": 50}  # caps for timeit, set per size by run_bench
 
@@ -80,9 +108,14 @@ class BenchResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "size": self.size,
-                "rows": [dict(asdict(r), ratio=r.ratio) for r in self.rows],
-                "checks": self.checks, "skipped": self.skipped, "info": self.info}
+        return {
+            "device": self.device,
+            "size": self.size,
+            "rows": [dict(asdict(r), ratio=r.ratio) for r in self.rows],
+            "checks": self.checks,
+            "skipped": self.skipped,
+            "info": self.info,
+        }
 
 
 # ------------------------------------------------------------------ timing
@@ -93,8 +126,9 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def timeit(fn: Callable[[], Any], dev: torch.device, min_time: float = 0.3,
-           max_reps: int = 50) -> float:
+def timeit(
+    fn: Callable[[], Any], dev: torch.device, min_time: float = 0.3, max_reps: int = 50
+) -> float:
     """Median seconds of ``fn`` after one warm-up call (compilation, autotuning, caches).
 
     CUDA work is synchronised around each call, so the time is the device's, not the
@@ -117,7 +151,9 @@ def timeit(fn: Callable[[], Any], dev: torch.device, min_time: float = 0.3,
 # ------------------------------------------------------------------ scoring
 
 
-def bench_scoring(res: BenchResult, dev: torch.device, sz: dict[str, Any], use_triton: bool) -> None:
+def bench_scoring(
+    res: BenchResult, dev: torch.device, sz: dict[str, Any], use_triton: bool
+) -> None:
     from reid_pipeline.match.prefilter import prefilter_recall, prefiltered_topk
     from reid_pipeline.match.scoring import (
         dichotomy_scores,
@@ -145,14 +181,24 @@ def bench_scoring(res: BenchResult, dev: torch.device, sz: dict[str, Any], use_t
 
         t_pack = timeit(lambda: PackedGallery.build(gh, w), dev)
         pg = PackedGallery.build(gh, w)
-        ours_fn: Callable[[], Any] = lambda: score_pairs(qh, pg, w, b)
+
+        def ours_fn() -> Any:
+            return score_pairs(qh, pg, w, b)
+
+        def topk_fn() -> Any:
+            return topk_pairs(qh, pg, w, b, 10)
+
         ours_name = "Triton fp16x2 kernel, gallery packed once"
         res.info["gallery_pack_ms"] = t_pack * 1e3
-        topk_fn: Callable[[], Any] = lambda: topk_pairs(qh, pg, w, b, 10)
     else:
-        ours_fn = lambda: score_pairs(qh, gh, w, b, backend=backend)
+
+        def ours_fn() -> Any:
+            return score_pairs(qh, gh, w, b, backend=backend)
+
+        def topk_fn() -> Any:
+            return topk_pairs(qh, gh, w, b, 10, backend=backend)
+
         ours_name = f"score_pairs ({backend} reference)"
-        topk_fn = lambda: topk_pairs(qh, gh, w, b, 10, backend=backend)
     t_ours = timeit(ours_fn, dev)
     ours = pairs / t_ours
     if backend == "triton":
@@ -168,44 +214,102 @@ def bench_scoring(res: BenchResult, dev: torch.device, sz: dict[str, Any], use_t
 
     qw, gw = (qh.float() * w), (gh.float() * w)
     t_cd = timeit(lambda: torch.cdist(qw, gw, p=1), dev)
-    res.rows.append(Row("scoring", ours_name, ours, "torch.cdist(p=1), w-scaled fp32",
-                        pairs / t_cd, "pairs/s", f"D={d}, {nq} queries x {ng} gallery"))
+    res.rows.append(
+        Row(
+            "scoring",
+            ours_name,
+            ours,
+            "torch.cdist(p=1), w-scaled fp32",
+            pairs / t_cd,
+            "pairs/s",
+            f"D={d}, {nq} queries x {ng} gallery",
+        )
+    )
     ng_naive = min(ng, 8192)
-    t_nv = timeit(lambda: (qh[:, None, :].float() - gh[None, :ng_naive, :].float()).abs_().mul_(w).sum(-1)
-                  if nq * ng_naive * d <= 2**28 else dichotomy_scores(qh, gh[:ng_naive], w, b), dev)
-    res.rows.append(Row("scoring", ours_name, ours, "naive (q[:,None]-g[None]).abs()*w",
-                        nq * ng_naive / t_nv, "pairs/s", f"naive on {ng_naive} gallery rows"))
+    t_nv = timeit(
+        lambda: (
+            (qh[:, None, :].float() - gh[None, :ng_naive, :].float()).abs_().mul_(w).sum(-1)
+            if nq * ng_naive * d <= 2**28
+            else dichotomy_scores(qh, gh[:ng_naive], w, b)
+        ),
+        dev,
+    )
+    res.rows.append(
+        Row(
+            "scoring",
+            ours_name,
+            ours,
+            "naive (q[:,None]-g[None]).abs()*w",
+            nq * ng_naive / t_nv,
+            "pairs/s",
+            f"naive on {ng_naive} gallery rows",
+        )
+    )
     qn = torch.nn.functional.normalize(qh.float(), dim=1).to(qh.dtype)
     gn = torch.nn.functional.normalize(gh.float(), dim=1).to(gh.dtype)
     t_cos = timeit(lambda: qn @ gn.t(), dev)
-    res.rows.append(Row("scoring", ours_name, ours, f"cosine {str(qh.dtype)[6:]} matmul",
-                        pairs / t_cos, "pairs/s", "cosine is a tensor-core matmul: the "
-                        "prefilter's reason to exist"))
+    res.rows.append(
+        Row(
+            "scoring",
+            ours_name,
+            ours,
+            f"cosine {str(qh.dtype)[6:]} matmul",
+            pairs / t_cos,
+            "pairs/s",
+            "cosine is a tensor-core matmul: the prefilter's reason to exist",
+        )
+    )
     t_topk = timeit(topk_fn, dev)
-    res.rows.append(Row("scoring", "fused top-10 (no N x M matrix)", pairs / t_topk,
-                        "full matrix + torch.topk", pairs / timeit(
-                            lambda: torch.topk(ours_fn(), 10, dim=1), dev), "pairs/s"))
+    res.rows.append(
+        Row(
+            "scoring",
+            "fused top-10 (no N x M matrix)",
+            pairs / t_topk,
+            "full matrix + torch.topk",
+            pairs / timeit(lambda: torch.topk(ours_fn(), 10, dim=1), dev),
+            "pairs/s",
+        )
+    )
     # large gallery: cosine prefilter + exact re-scoring vs exhaustive classifier top-k
     ngr = sz["ng_recall"]
     gr = torch.randn(ngr, d, generator=gen).relu().to(dev).to(qh.dtype)
-    qr = (gr[torch.randint(0, ngr, (nq,), generator=gen).to(dev)].float()
-          + 0.5 * torch.randn(nq, d, generator=gen).to(dev)).relu().to(qh.dtype)
+    qr = (
+        (
+            gr[torch.randint(0, ngr, (nq,), generator=gen).to(dev)].float()
+            + 0.5 * torch.randn(nq, d, generator=gen).to(dev)
+        )
+        .relu()
+        .to(qh.dtype)
+    )
     shortlist = 256
     recall = prefilter_recall(qr, gr, w, b, shortlist=shortlist, backend=backend)
-    t_pf = timeit(lambda: prefiltered_topk(qr, gr, w, b, 10, shortlist=shortlist), dev,
-                  min_time=0.1, max_reps=5)
-    t_ex = timeit(lambda: topk_pairs(qr, gr, w, b, 10, backend=backend), dev, min_time=0.1,
-                  max_reps=5)
-    res.rows.append(Row("scoring", f"cosine prefilter + re-score top {shortlist}",
-                        nq * ngr / t_pf, "exhaustive classifier top-10", nq * ngr / t_ex,
-                        "pairs/s", f"gallery {ngr}: recall of the true best {recall:.4f}"))
+    t_pf = timeit(
+        lambda: prefiltered_topk(qr, gr, w, b, 10, shortlist=shortlist),
+        dev,
+        min_time=0.1,
+        max_reps=5,
+    )
+    t_ex = timeit(
+        lambda: topk_pairs(qr, gr, w, b, 10, backend=backend), dev, min_time=0.1, max_reps=5
+    )
+    res.rows.append(
+        Row(
+            "scoring",
+            f"cosine prefilter + re-score top {shortlist}",
+            nq * ngr / t_pf,
+            "exhaustive classifier top-10",
+            nq * ngr / t_ex,
+            "pairs/s",
+            f"gallery {ngr}: recall of the true best {recall:.4f}",
+        )
+    )
     res.checks["prefilter_recall"] = recall
 
 
 # ------------------------------------------------------------------ embedder
 
 
-def _random_crops(n: int, seed: int = 0) -> list[np.ndarray]:
+def random_crops(n: int, seed: int = 0) -> list[np.ndarray]:
     """Person-shaped crops of varied size with smooth content (blobs, like clothing), so
     that any two sensible resizers agree and the embeddings can be compared."""
     import cv2
@@ -220,10 +324,11 @@ def _random_crops(n: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _torchreid_like(model: torch.nn.Module, crops: list[np.ndarray], dev: torch.device,
-                    h: int, w: int, batch: int) -> torch.Tensor:
+def _torchreid_like(
+    model: Any, crops: list[np.ndarray], dev: torch.device, h: int, w: int, batch: int
+) -> torch.Tensor:
     """What torchreid's FeatureExtractor does: per-image CPU resize + to_tensor + normalize,
-    stack, eager fp32 forward."""
+    stack, eager fp32 forward. ``model``: a torchreid network (untyped; ``.features(x)``)."""
     import cv2
 
     mean = np.array([0.485, 0.456, 0.406], np.float32)
@@ -232,11 +337,15 @@ def _torchreid_like(model: torch.nn.Module, crops: list[np.ndarray], dev: torch.
     with torch.no_grad():
         for i in range(0, len(crops), batch):
             ims = []
-            for c in crops[i:i + batch]:
-                rgb = cv2.cvtColor(cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR),
-                                   cv2.COLOR_BGR2RGB)
-                ims.append(torch.from_numpy(((rgb.astype(np.float32) / 255.0 - mean) / std)
-                                            .transpose(2, 0, 1).copy()))
+            for c in crops[i : i + batch]:
+                rgb = cv2.cvtColor(
+                    cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB
+                )
+                ims.append(
+                    torch.from_numpy(
+                        ((rgb.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1).copy()
+                    )
+                )
             x = torch.stack(ims).to(dev)
             out.append(model.features(x).float())
     return torch.cat(out)
@@ -250,29 +359,55 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
 
     torch.manual_seed(0)
     h, w = sz["emb_hw"] or (cfg.model.height, cfg.model.width)
-    model = ReIDModel(cfg.model.backbone, embed_dim=cfg.model.embed_dim,
-                      activation=cfg.model.activation, height=h, width=w).to(dev).eval()
+    model = (
+        ReIDModel(
+            cfg.model.backbone,
+            embed_dim=cfg.model.embed_dim,
+            activation=cfg.model.activation,
+            height=h,
+            width=w,
+        )
+        .to(dev)
+        .eval()
+    )
     weights = "random init"
     try:  # trained weights: a random MobileNetV2's features are noise, too unstable to compare
         model.load_state_dict(load_model(cfg.model.checkpoint, cfg.model, dev).state_dict())
         weights = f"{cfg.model.checkpoint} weights"
     except (CheckpointError, RuntimeError) as e:
         log.info("bench embedder: %s; using random weights", str(e).splitlines()[0][:120])
-    crops = _random_crops(sz["crops"])
+    crops = random_crops(sz["crops"])
     bs = sz["emb_batch"]
     emb = Embedder(model, dev, batch=bs, half=cfg.model.half)
     n = len(crops)
     t_ours = timeit(lambda: emb.embed_crops(crops), dev, min_time=0.5, max_reps=5)
-    baseline = ReIDModel(cfg.model.backbone, embed_dim=cfg.model.embed_dim,
-                         activation=cfg.model.activation, height=h, width=w).to(dev).eval()
+    baseline = (
+        ReIDModel(
+            cfg.model.backbone,
+            embed_dim=cfg.model.embed_dim,
+            activation=cfg.model.activation,
+            height=h,
+            width=w,
+        )
+        .to(dev)
+        .eval()
+    )
     baseline.load_state_dict(model.state_dict())
-    t_base = timeit(lambda: _torchreid_like(baseline, crops, dev, h, w, bs), dev, min_time=0.5,
-                    max_reps=5)
-    res.rows.append(Row("embedder", f"Embedder.embed_crops ({dev.type} resize, "
-                        f"{str(emb.amp_dtype)[6:] if emb.amp_dtype else 'fp32'})",
-                        n / t_ours, "torchreid FeatureExtractor-like (CPU resize, eager fp32)",
-                        n / t_base, "crops/s", f"{cfg.model.backbone} {weights}, "
-                        f"{h}x{w} input, batch {bs}"))
+    t_base = timeit(
+        lambda: _torchreid_like(baseline, crops, dev, h, w, bs), dev, min_time=0.5, max_reps=5
+    )
+    res.rows.append(
+        Row(
+            "embedder",
+            f"Embedder.embed_crops ({dev.type} resize, "
+            f"{str(emb.amp_dtype)[6:] if emb.amp_dtype else 'fp32'})",
+            n / t_ours,
+            "torchreid FeatureExtractor-like (CPU resize, eager fp32)",
+            n / t_base,
+            "crops/s",
+            f"{cfg.model.backbone} {weights}, {h}x{w} input, batch {bs}",
+        )
+    )
     # same crops, same weights: the embeddings must agree (cosine ~1; fp16 rounding only)
     a = emb.embed_crops(crops[:8])
     r = _torchreid_like(baseline, crops[:8], dev, h, w, bs)
@@ -284,34 +419,60 @@ def bench_embedder(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
 
     fe = FastEmbedder(model, dev, batch=bs, half=cfg.model.half)
     t_fe = timeit(lambda: fe.embed_crops(crops), dev, min_time=0.5, max_reps=5)
-    res.rows.append(Row("embedder", f"FastEmbedder.embed_crops ({fe.describe()})", n / t_fe,
-                        "torchreid FeatureExtractor-like (CPU resize, eager fp32)", n / t_base,
-                        "crops/s", f"{cfg.model.backbone} {weights}, {h}x{w} input"))
-    fcos = float(torch.nn.functional.cosine_similarity(
-        fe.embed_crops(crops[:8]).float(), r.float(), dim=1).min())
+    res.rows.append(
+        Row(
+            "embedder",
+            f"FastEmbedder.embed_crops ({fe.describe()})",
+            n / t_fe,
+            "torchreid FeatureExtractor-like (CPU resize, eager fp32)",
+            n / t_base,
+            "crops/s",
+            f"{cfg.model.backbone} {weights}, {h}x{w} input",
+        )
+    )
+    fcos = float(
+        torch.nn.functional.cosine_similarity(
+            fe.embed_crops(crops[:8]).float(), r.float(), dim=1
+        ).min()
+    )
     res.checks["fast_embedder_min_cosine_vs_baseline"] = fcos
     res.checks["fast_embedder_ok"] = fcos > 0.98
     # model-only throughput: pre-resized uint8 batch on the device
     x = torch.randint(0, 256, (bs, 3, h, w), dtype=torch.uint8, device=dev)
-    fast = fe.features if isinstance(fe.features, GraphedFeatures) else GraphedFeatures(
-        model, bs, (h, w), dev, half=cfg.model.half)
+    fast = (
+        fe.features
+        if isinstance(fe.features, GraphedFeatures)
+        else GraphedFeatures(model, bs, (h, w), dev, half=cfg.model.half)
+    )
     t_fast = timeit(lambda: fast(x), dev)
     xf = torch.randn(bs, 3, h, w, device=dev)
     dt = torch.float16 if dev.type == "cuda" else torch.float32
     with torch.no_grad():
+
         def eager() -> torch.Tensor:
             with torch.autocast(dev.type, dtype=dt, enabled=dev.type == "cuda"):
                 return baseline.features(xf)
+
         t_eager = timeit(eager, dev)
-    res.rows.append(Row("embedder", f"model only: {fast.describe()}", bs / t_fast,
-                        f"eager {'fp16 autocast' if dev.type == 'cuda' else 'fp32'}, "
-                        f"batch {bs}", bs / t_eager, "crops/s", "pre-resized batch on device"))
+    res.rows.append(
+        Row(
+            "embedder",
+            f"model only: {fast.describe()}",
+            bs / t_fast,
+            f"eager {'fp16 autocast' if dev.type == 'cuda' else 'fp32'}, batch {bs}",
+            bs / t_eager,
+            "crops/s",
+            "pre-resized batch on device",
+        )
+    )
     yf = fast(x)
     with torch.no_grad():
         from reid_pipeline.embed.embedder import normalize
+
         yr = baseline.features(normalize(x)).float()
     res.checks["graphed_min_cosine"] = float(
-        torch.nn.functional.cosine_similarity(yf.float(), yr, dim=1).min())
+        torch.nn.functional.cosine_similarity(yf.float(), yr, dim=1).min()
+    )
 
 
 # ------------------------------------------------------------------ detector
@@ -321,8 +482,10 @@ def _yolo_weights(cfg: Config) -> tuple[str, str]:
     wfile = Path(cfg.detector.weights)
     if wfile.is_file():
         return str(wfile), f"weights {wfile.name}"
-    return "yolo11n.yaml", (f"no weights file {cfg.detector.weights!r}: YOLO11n from "
-                            "yolo11n.yaml with RANDOM weights (speed only, no real detections)")
+    return "yolo11n.yaml", (
+        f"no weights file {cfg.detector.weights!r}: YOLO11n from "
+        "yolo11n.yaml with RANDOM weights (speed only, no real detections)"
+    )
 
 
 def _frames(n: int, hw: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
@@ -337,8 +500,12 @@ def bench_detector(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
     from reid_pipeline.detect.yolo import YoloDetector, load_yolo
 
     weights, note = _yolo_weights(cfg)
-    dcfg = dataclasses.replace(cfg.detector, weights=weights, imgsz=sz["imgsz"],
-                               batch=min(cfg.detector.batch, sz["det_frames"]))
+    dcfg = dataclasses.replace(
+        cfg.detector,
+        weights=weights,
+        imgsz=sz["imgsz"],
+        batch=min(cfg.detector.batch, sz["det_frames"]),
+    )
     det = YoloDetector(dcfg, dev)
     frames = _frames(sz["det_frames"], sz["det_hw"])
     t_ours = timeit(lambda: det.detect(frames), dev, min_time=0.5, max_reps=5)
@@ -347,13 +514,21 @@ def bench_detector(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[st
 
     def one_by_one() -> None:
         for f in frames:
-            one.predict(f, imgsz=dcfg.imgsz, conf=dcfg.conf, half=half, device=dev,
-                        verbose=False)
+            one.predict(f, imgsz=dcfg.imgsz, conf=dcfg.conf, half=half, device=dev, verbose=False)
+
     t_base = timeit(one_by_one, dev, min_time=0.5, max_reps=5)
     n = len(frames)
-    res.rows.append(Row("detector", f"YoloDetector.detect, batch {dcfg.batch}", n / t_ours,
-                        "ultralytics predict(), one frame at a time", n / t_base, "frames/s",
-                        f"{sz['det_hw'][1]}x{sz['det_hw'][0]} frames, imgsz {dcfg.imgsz}; {note}"))
+    res.rows.append(
+        Row(
+            "detector",
+            f"YoloDetector.detect, batch {dcfg.batch}",
+            n / t_ours,
+            "ultralytics predict(), one frame at a time",
+            n / t_base,
+            "frames/s",
+            f"{sz['det_hw'][1]}x{sz['det_hw'][0]} frames, imgsz {dcfg.imgsz}; {note}",
+        )
+    )
     res.info["detector_weights"] = note
 
 
@@ -369,7 +544,7 @@ def write_streams(root: Path, n: int, frames: int, hw: tuple[int, int]) -> list[
     paths = []
     for s in range(n):
         p = root / f"cam{s:02d}.avi"
-        vw = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (hw[1], hw[0]))
+        vw = cv2.VideoWriter(str(p), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (hw[1], hw[0]))
         base = _frames(1, hw, seed=s)[0] // 2
         for i in range(frames):
             f = base.copy()
@@ -386,34 +561,42 @@ def bench_end_to_end(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[
     import dataclasses
 
     from reid_pipeline.detect.yolo import YoloDetector, load_yolo
-    from reid_pipeline.embed.embedder import Embedder
     from reid_pipeline.embed.model import ReIDModel
-    from reid_pipeline.gallery import Gallery
-    from reid_pipeline.gallery.cache import ExemplarCache
-    from reid_pipeline.match.assign import IdentityMatcher
-    from reid_pipeline.pipeline.engine import CameraInput, Pipeline
+    from reid_pipeline.pipeline.build import build_components
+    from reid_pipeline.pipeline.engine import Pipeline
+    from reid_pipeline.pipeline.recorded import CameraInput, run_recorded
 
     weights, note = _yolo_weights(cfg)
     with tempfile.TemporaryDirectory(prefix="reid-bench-") as tmp:
         root = Path(tmp)
         paths = write_streams(root / "streams", sz["streams"], sz["stream_frames"], sz["stream_hw"])
         total = sz["streams"] * sz["stream_frames"]
-        rcfg = dataclasses.replace(cfg, device=str(dev))
-        rcfg.detector = dataclasses.replace(cfg.detector, weights=weights, imgsz=sz["imgsz"])
+        rcfg = dataclasses.replace(
+            cfg,
+            device=str(dev),
+            detector=dataclasses.replace(cfg.detector, weights=weights, imgsz=sz["imgsz"]),
+        )
         h, w = sz["emb_hw"] or (cfg.model.height, cfg.model.width)
-        model = ReIDModel(cfg.model.backbone, embed_dim=cfg.model.embed_dim,
-                          activation=cfg.model.activation, height=h, width=w).to(dev).eval()
+        model = (
+            ReIDModel(
+                cfg.model.backbone,
+                embed_dim=cfg.model.embed_dim,
+                activation=cfg.model.activation,
+                height=h,
+                width=w,
+            )
+            .to(dev)
+            .eval()
+        )
         detector = YoloDetector(rcfg.detector, dev)
-        embedder = Embedder(model, dev, batch=cfg.model.batch, half=cfg.model.half)
-        gallery = Gallery.open(str(root / "bench.db"), rcfg.gallery, root / "crops")
-        cache = ExemplarCache(gallery, model.model_version, device=dev)
-        matcher = IdentityMatcher(model.pair_probability, cache, rcfg.match)
-        pipe = Pipeline(rcfg, detector=detector, embedder=embedder, model=model,
-                        gallery=gallery, matcher=matcher)
+        parts = build_components(
+            rcfg, root, db=str(root / "bench.db"), detector=detector, model=model, device=dev
+        )
+        pipe = Pipeline.from_components(parts)
         inputs = [CameraInput(str(p), f"cam{i:02d}") for i, p in enumerate(paths)]
         detector.detect(_frames(2, sz["stream_hw"]))  # warm-up: CUDA context, first kernels
         t0 = time.perf_counter()
-        summary = pipe.run(inputs)
+        summary = run_recorded(pipe, inputs)
         t_ours = time.perf_counter() - t0
         res.checks["end_to_end_frames"] = int(summary.frames)
         res.checks["end_to_end_ok"] = int(summary.frames) == total
@@ -422,8 +605,9 @@ def bench_end_to_end(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[
 
         half = bool(rcfg.detector.half) and dev.type == "cuda"
         yolo = load_yolo(weights)
-        yolo.predict(_frames(1, sz["stream_hw"])[0], imgsz=sz["imgsz"], device=dev, half=half,
-                     verbose=False)
+        yolo.predict(
+            _frames(1, sz["stream_hw"])[0], imgsz=sz["imgsz"], device=dev, half=half, verbose=False
+        )
         t1 = time.perf_counter()
         for p in paths:
             cap = cv2.VideoCapture(str(p))
@@ -432,23 +616,41 @@ def bench_end_to_end(res: BenchResult, cfg: Config, dev: torch.device, sz: dict[
                 ok, frame = cap.read()
                 if not ok:
                     break
-                fresh.track(frame, persist=True, imgsz=sz["imgsz"], device=dev, half=half,
-                            verbose=False, tracker=f"{rcfg.tracker.kind}.yaml")
+                fresh.track(
+                    frame,
+                    persist=True,
+                    imgsz=sz["imgsz"],
+                    device=dev,
+                    half=half,
+                    verbose=False,
+                    tracker=f"{rcfg.tracker.kind}.yaml",
+                )
             cap.release()
         t_base = time.perf_counter() - t1
-    res.rows.append(Row("end_to_end", f"our pipeline, {sz['streams']} streams together",
-                        total / t_ours, "ultralytics track() loop, stream by stream",
-                        total / t_base, "frames/s",
-                        f"{sz['streams']} x {sz['stream_frames']} frames "
-                        f"{sz['stream_hw'][1]}x{sz['stream_hw'][0]} (decode, detect, track, "
-                        f"embed, match, gallery writes); {note}"))
+    res.rows.append(
+        Row(
+            "end_to_end",
+            f"our pipeline, {sz['streams']} streams together",
+            total / t_ours,
+            "ultralytics track() loop, stream by stream",
+            total / t_base,
+            "frames/s",
+            f"{sz['streams']} x {sz['stream_frames']} frames "
+            f"{sz['stream_hw'][1]}x{sz['stream_hw'][0]} (decode, detect, track, "
+            f"embed, match, gallery writes); {note}",
+        )
+    )
 
 
 # ------------------------------------------------------------------ driver
 
 
-def run_bench(cfg: Config, size: str = "small", stages: tuple[str, ...] = STAGES,
-              device: torch.device | None = None) -> BenchResult:
+def run_bench(
+    cfg: Config,
+    size: str = "small",
+    stages: tuple[str, ...] = STAGES,
+    device: torch.device | None = None,
+) -> BenchResult:
     """Run the chosen stages; a stage that fails for a missing package or weights is
     recorded in ``skipped`` with its reason and the others still run."""
     from reid_pipeline.utils import resolve_device
@@ -456,8 +658,13 @@ def run_bench(cfg: Config, size: str = "small", stages: tuple[str, ...] = STAGES
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     dev = device or resolve_device(cfg.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (
-        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    name = (
+        torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else (
+            f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        )
+    )
     res = BenchResult(device=name, size=size)
     res.info["torch"] = torch.__version__
     try:
@@ -487,8 +694,13 @@ def run_bench(cfg: Config, size: str = "small", stages: tuple[str, ...] = STAGES
     return res
 
 
-def _run_stages(res: BenchResult, stages: tuple[str, ...], runners: dict[str, Callable[[], None]],
-                size: str, name: str) -> None:
+def _run_stages(
+    res: BenchResult,
+    stages: tuple[str, ...],
+    runners: dict[str, Callable[[], None]],
+    size: str,
+    name: str,
+) -> None:
     for st in stages:
         log.info("bench: %s (%s, %s)", st, size, name)
         t0 = time.perf_counter()
@@ -506,14 +718,22 @@ def _run_stages(res: BenchResult, stages: tuple[str, ...], runners: dict[str, Ca
 
 def format_table(res: BenchResult) -> str:
     """A fixed-width table: stage, ours, baseline, ratio (ours / baseline)."""
-    lines = [f"reid bench ({res.size}) on {res.device}",
-             f"{'stage':11s} {'ours':>11s} {'baseline':>11s} {'ratio':>8s}  unit      what"]
+    lines = [
+        f"reid bench ({res.size}) on {res.device}",
+        f"{'stage':11s} {'ours':>11s} {'baseline':>11s} {'ratio':>8s}  unit      what",
+    ]
     for r in res.rows:
-        lines.append(f"{r.stage:11s} {r.ours_value:11.3e} {r.baseline_value:11.3e} "
-                     f"{r.ratio:8.2f}  {r.unit:9s} {r.ours}  vs  {r.baseline}"
-                     + (f"  [{r.note}]" if r.note else ""))
+        lines.append(
+            f"{r.stage:11s} {r.ours_value:11.3e} {r.baseline_value:11.3e} "
+            f"{r.ratio:8.2f}  {r.unit:9s} {r.ours}  vs  {r.baseline}"
+            + (f"  [{r.note}]" if r.note else "")
+        )
     for st, why in res.skipped.items():
         lines.append(f"{st:11s} skipped: {why}")
-    lines.append("checks: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in res.checks.items()))
+    lines.append(
+        "checks: "
+        + ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.checks.items()
+        )
+    )
     return "\n".join(lines)

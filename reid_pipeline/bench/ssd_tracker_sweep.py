@@ -73,11 +73,20 @@ def score(pred: dict, gt: dict, ign: dict, n: int) -> dict:
         iou = iou_matrix(g[:, :4], pb)
         dist = np.where(iou >= 0.5, 1.0 - iou, np.nan)
         acc.update(gi, [i for i, _ in p], dist, frameid=f)
-    r = mm.metrics.create().compute(acc, metrics=["mota", "idf1", "recall", "precision",
-                                                  "num_switches"], name="x").iloc[0]
+    r = (
+        mm.metrics.create()
+        .compute(acc, metrics=["mota", "idf1", "recall", "precision", "num_switches"], name="x")
+        .iloc[0]
+    )
     n_tracks = len({i for v in pred.values() for i, _ in v})
-    return {"mota": r.mota * 100, "idf1": r.idf1 * 100, "recall": r.recall * 100,
-            "precision": r.precision * 100, "idsw": int(r.num_switches), "tracks": n_tracks}
+    return {
+        "mota": r.mota * 100,
+        "idf1": r.idf1 * 100,
+        "recall": r.recall * 100,
+        "precision": r.precision * 100,
+        "idsw": int(r.num_switches),
+        "tracks": n_tracks,
+    }
 
 
 def load_gt_ids(path: str, scale: float, n: int) -> tuple[dict, dict]:
@@ -90,7 +99,9 @@ def load_gt_ids(path: str, scale: float, n: int) -> tuple[dict, dict]:
         if f >= n:
             continue
         x, y, w, h = (float(v) * scale for v in r[2:6])
-        (gt if float(r[6]) > 0 else ign).setdefault(f, []).append([x, y, x + w, y + h, 1, int(r[1])])
+        (gt if float(r[6]) > 0 else ign).setdefault(f, []).append(
+            [x, y, x + w, y + h, 1, int(r[1])]
+        )
     return ({f: np.asarray(v) for f, v in gt.items()}, {f: np.asarray(v) for f, v in ign.items()})
 
 
@@ -120,29 +131,55 @@ def main() -> None:
         z = np.load(cache, allow_pickle=True)
         dets = [Detections(b, s) for b, s in zip(z["boxes"], z["scores"])]
     else:
-        det = SsdDetector(DetectorConfig(kind="ssd", ssd_conf=0.05, ssd_tiles=a.ssd_tiles,
-                                             ssd_full=bool(a.ssd_full), ssd_size=a.ssd_size))
+        det = SsdDetector(
+            DetectorConfig(
+                kind="ssd",
+                ssd_conf=0.05,
+                ssd_tiles=a.ssd_tiles,
+                ssd_full=bool(a.ssd_full),
+                ssd_size=a.ssd_size,
+            )
+        )
         t = time.perf_counter()
         dets = det.detect(images)
         print(f"SSD {a.ssd_tiles}: {n / (time.perf_counter() - t):.1f} frames/s", flush=True)
-        np.savez(cache, boxes=np.array([d.boxes for d in dets], dtype=object),
-                 scores=np.array([d.scores for d in dets], dtype=object))
+        np.savez(
+            cache,
+            boxes=np.array([d.boxes for d in dets], dtype=object),
+            scores=np.array([d.scores for d in dets], dtype=object),
+        )
     gt, ign = load_gt_ids(a.gt, a.scale, n)
     _ = load_boxes  # same GT reading rules as the detector table
     rows = []
     for floor, high, new, buf, ml, mt, fuse in itertools.product(
-            floats(a.floor), floats(a.high), floats(a.new), ints(a.buffer), ints(a.min_length),
-            floats(a.match), ints(a.fuse)):
+        floats(a.floor),
+        floats(a.high),
+        floats(a.new),
+        ints(a.buffer),
+        ints(a.min_length),
+        floats(a.match),
+        ints(a.fuse),
+    ):
         if new < high:
             continue
-        cfg = dataclasses.replace(TrackerConfig(), high_thresh=high, low_thresh=min(floor, high),
-                                  new_track_thresh=new, track_buffer=buf, min_length=ml,
-                                  match_thresh=mt, fuse_score=bool(fuse))
+        cfg = dataclasses.replace(
+            TrackerConfig(),
+            high_thresh=high,
+            low_thresh=min(floor, high),
+            new_track_thresh=new,
+            track_buffer=buf,
+            min_length=ml,
+            match_thresh=mt,
+            fuse_score=bool(fuse),
+        )
         s = score(track(images, dets, cfg, floor, a.fps), gt, ign, n)
         rows.append((floor, high, new, buf, ml, mt, fuse, s))
-        print(f"floor {floor:.2f} high {high:.2f} new {new:.2f} buffer {buf:3d} min_length {ml} "
-              f"match {mt:.2f} fuse {fuse}: MOTA {s['mota']:.1f} IDF1 {s['idf1']:.1f} recall {s['recall']:.1f} "
-              f"precision {s['precision']:.1f} IDsw {s['idsw']} tracks {s['tracks']}", flush=True)
+        print(
+            f"floor {floor:.2f} high {high:.2f} new {new:.2f} buffer {buf:3d} min_length {ml} "
+            f"match {mt:.2f} fuse {fuse}: MOTA {s['mota']:.1f} IDF1 {s['idf1']:.1f} recall {s['recall']:.1f} "
+            f"precision {s['precision']:.1f} IDsw {s['idsw']} tracks {s['tracks']}",
+            flush=True,
+        )
     best = max(rows, key=lambda r: r[-1]["mota"] + r[-1]["idf1"])
     print("best (MOTA + IDF1):", best)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -37,6 +36,7 @@ def main() -> None:
     from reid_pipeline.embed.embedder import Embedder
     from reid_pipeline.embed.model import load_model
     from reid_pipeline.evaluate.mot import iou_distance, read_gt
+    from reid_pipeline.gallery.manage import open_existing
 
     truth = read_gt(a.gt)  # the evaluate-mot reader: scored rows, MOT15/16 flags
     gt: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -64,17 +64,19 @@ def main() -> None:
     model = load_model(a.checkpoint, cfg.model, "cpu")
     emb = Embedder(model, "cpu", batch=64, half=False)
     # crop files are filed by gallery tracklet row: map (camera, track) to them
-    con = sqlite3.connect(str(Path(a.run) / "reid.db"))
     files: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for cam, track, path in con.execute(
-            "SELECT cameras.name, tracklets.track_id, crops.path FROM crops JOIN tracklets ON "
-            "crops.tracklet_id = tracklets.id JOIN cameras ON tracklets.camera_id = cameras.id"):
-        files[(cam, int(track))].append(str(Path(a.run) / "crops" / path))
+    with open_existing(str(Path(a.run) / "reid.db"), cfg) as gallery:
+        for c in gallery.crops():
+            if c.path is not None and c.track_id is not None:
+                files[(c.camera, c.track_id)].append(str(c.path))
     tracks, vecs, labels = [], [], []
     for key, v in sorted(votes.items()):
         pid, n = v.most_common(1)[0]
-        crops = [cv2.imread(p) for p in sorted(files.get(key, []))]
-        crops = [c for c in crops if c is not None]
+        crops: list[np.ndarray] = []
+        for path in sorted(files.get(key, [])):
+            img = cv2.imread(path)
+            if img is not None:
+                crops.append(img)
         if pid < 0 or n < 0.7 * sum(v.values()) or not crops:
             continue  # a track on no one, on two people, or without crops: not a clean label
         tracks.append(key)
@@ -92,8 +94,10 @@ def main() -> None:
             elif labels[i] != labels[j]:
                 imp.append(p)
     g, im = np.array(gen), np.array(imp)
-    print(f"{n} clean tracks of {len(set(labels))} people; {len(g)} genuine, {len(im)} "
-          f"impostor track pairs; model {model.model_version}")
+    print(
+        f"{n} clean tracks of {len(set(labels))} people; {len(g)} genuine, {len(im)} "
+        f"impostor track pairs; model {model.model_version}"
+    )
     q = [0, 10, 50, 90, 100]
     if len(g):
         print("genuine  p quantiles", dict(zip(q, np.percentile(g, q).round(3))))

@@ -22,29 +22,49 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    from reid_pipeline.cli import add_common
+    from reid_pipeline.commands.common import add_common, add_options
+    from reid_pipeline.commands.options import BenchOptions
 
-    p = sub.add_parser("bench", help="benchmark every stage against its baseline",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", dest="cfg__bench__size", choices=["small", "full"],
-                   help="small: CPU-friendly, seconds; full: H100-sized (key: bench.size)")
-    p.add_argument("--stages", dest="cfg__bench__stages", metavar="LIST",
-                   help="comma-separated subset of scoring,embedder,detector,end_to_end "
-                        "(key: bench.stages)")
-    p.add_argument("--json", dest="cfg__bench__json", metavar="FILE",
-                   help="also write the results as JSON (key: bench.json)")
+    p = sub.add_parser(
+        "bench",
+        help="benchmark every stage against its baseline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--size",
+        dest="cfg__bench__size",
+        choices=["small", "full"],
+        help="small: CPU-friendly, seconds; full: H100-sized (key: bench.size)",
+    )
+    p.add_argument(
+        "--stages",
+        dest="cfg__bench__stages",
+        metavar="LIST",
+        help="comma-separated subset of scoring,embedder,detector,end_to_end (key: bench.stages)",
+    )
+    p.add_argument(
+        "--json",
+        dest="cfg__bench__json",
+        metavar="FILE",
+        help="also write the results as JSON (key: bench.json)",
+    )
     add_common(p)
+    add_options(p, BenchOptions)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from reid_pipeline.bench.speed import format_table, run_bench
+    from reid_pipeline.commands.common import options_from_args
+    from reid_pipeline.commands.options import BenchOptions
     from reid_pipeline.errors import OutputError
 
-    res = run_bench(cfg, size=cfg.bench.size, stages=tuple(cfg.bench.stages))
+    opts = options_from_args(args, BenchOptions)
+    res = run_bench(cfg, size=opts.size, stages=tuple(opts.stages))
     print(format_table(res))
-    if cfg.bench.json:
-        out = Path(cfg.bench.json)
+    if opts.json:
+        out = Path(opts.json)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(res.to_dict(), indent=1))

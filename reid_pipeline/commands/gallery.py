@@ -4,40 +4,25 @@
 
 Structure: ``reid gallery`` has one sub-parser per action. Each action is a function
 ``add_<name>(actions)`` in ``ACTIONS`` that adds its parser (with ``--db`` and the common
-options) and sets ``func``. More actions (merge, split, rename, delete, purge, export) can
-be added here, or in the module ``reid_pipeline.commands.gallery_manage`` exposing
-``register_manage(actions)``, which is picked up when present - so management grows in its
-own file. Every flag maps onto a config key (``--db`` is ``gallery.db``).
+options) and sets ``func``. The management actions (merge, split, rename, delete, purge,
+export) live in ``reid_pipeline.commands.gallery_manage`` (``register_manage(actions)``);
+the options both share (``--db``, ``--crops-dir``) and opening the gallery are in
+``reid_pipeline.commands.gallery_common``, so neither module imports the other's. Every
+flag maps onto a config key (``--db`` is ``gallery.db``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from reid_pipeline.commands.gallery_common import add_db, open_gallery
+from reid_pipeline.commands.gallery_manage import register_manage
 from reid_pipeline.config import Config
 
 EPOCH_CUTOFF = 1e9  # timestamps above this are epoch seconds (live streams), below: offsets
-
-
-def add_db(p: argparse.ArgumentParser) -> None:
-    """The gallery option every action takes."""
-    p.add_argument("--db", dest="cfg__gallery__db", metavar="PATH_OR_URL",
-                   help="gallery database: SQLite file or SQLAlchemy URL "
-                        "(key: gallery.db; default <output.out>/reid.db)")
-    p.add_argument("--crops-dir", dest="cfg__gallery__crops_dir", metavar="DIR",
-                   help="where the crop JPEGs are (key: gallery.crops_dir; default: recorded "
-                        "in the gallery)")
-
-
-def open_gallery(cfg: Config) -> Any:
-    """Open the configured gallery, which must exist (reading never creates one)."""
-    from reid_pipeline.gallery.manage import default_db, open_existing
-
-    return open_existing(default_db(cfg), cfg)
 
 
 def format_time(t: float | None) -> str:
@@ -54,16 +39,27 @@ def format_time(t: float | None) -> str:
 def identities_table(rows: list[Any]) -> str:
     """Plain-text table of ``IdentitySummary`` rows."""
     head = ["id", "name", "cameras", "first seen", "last seen", "sightings", "tracklets"]
-    body = [[str(r.id), (r.name or "") + (" [watch]" if r.flagged else ""),
-             ",".join(r.cameras) or "-", format_time(r.first_seen), format_time(r.last_seen),
-             str(r.sightings), str(r.tracklets)] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
+    body = [
+        [
+            str(r.id),
+            (r.name or "") + (" [watch]" if r.flagged else ""),
+            ",".join(r.cameras) or "-",
+            format_time(r.first_seen),
+            format_time(r.last_seen),
+            str(r.sightings),
+            str(r.tracklets),
+        ]
+        for r in rows
+    ]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
     right = {0, 5, 6}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
@@ -75,17 +71,22 @@ def run_identities(args: argparse.Namespace, cfg: Config) -> int:
     print(identities_table(rows))
     cams = sorted({c for r in rows for c in r.cameras})
     multi = sum(1 for r in rows if len(r.cameras) > 1)
-    print(f"\n{len(rows)} identities in {shown}; {len(cams)} cameras; "
-          f"{multi} seen in more than one camera")
+    print(
+        f"\n{len(rows)} identities in {shown}; {len(cams)} cameras; "
+        f"{multi} seen in more than one camera"
+    )
     return 0
 
 
 def add_identities(actions: Any) -> None:
-    from reid_pipeline.cli import add_common
+    from reid_pipeline.commands.common import add_common
 
-    p = actions.add_parser("identities", help="who was seen, where and when",
-                           description="List every identity: cameras, first/last seen, "
-                                       "number of sightings and tracklets.")
+    p = actions.add_parser(
+        "identities",
+        help="who was seen, where and when",
+        description="List every identity: cameras, first/last seen, "
+        "number of sightings and tracklets.",
+    )
     add_db(p)
     add_common(p)
     p.set_defaults(func=run_identities)
@@ -95,20 +96,17 @@ ACTIONS: list[Callable[[Any], None]] = [add_identities]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("gallery", help="inspect and manage the identity gallery",
-                       description="Inspect and manage the identity gallery, e.g.\n"
-                                   "  reid gallery identities --db runs/day1/reid.db",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "gallery",
+        help="inspect and manage the identity gallery",
+        description="Inspect and manage the identity gallery, e.g.\n"
+        "  reid gallery identities --db runs/day1/reid.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = p.add_subparsers(dest="gallery_action", metavar="ACTION")
     for add in ACTIONS:
         add(actions)
-    try:
-        extra = importlib.import_module("reid_pipeline.commands.gallery_manage")
-    except ModuleNotFoundError as e:
-        if e.name != "reid_pipeline.commands.gallery_manage":
-            raise
-    else:
-        extra.register_manage(actions)
+    register_manage(actions)
 
     def _usage(args: argparse.Namespace, cfg: Config) -> int:
         p.print_help()

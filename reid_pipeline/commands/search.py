@@ -20,41 +20,76 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    from reid_pipeline.cli import add_common
+    from reid_pipeline.commands.common import add_common, add_options
+    from reid_pipeline.commands.options import SearchOptions
 
-    p = sub.add_parser("search", help="search the gallery by photo",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "search",
+        help="search the gallery by photo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("photo", help="image file: a full frame or a crop of one person")
-    p.add_argument("--db", dest="cfg__gallery__db",
-                   help="gallery database: file or SQLAlchemy URL (key: gallery.db; "
-                        "default <output.out>/reid.db)")
-    p.add_argument("--top", dest="cfg__search__top", type=int, metavar="N",
-                   help="identities listed (key: search.top)")
-    p.add_argument("--html", dest="cfg__search__html", metavar="FILE",
-                   help="also write the result as a page (key: search.html)")
-    p.add_argument("--mode", dest="cfg__search__mode", choices=["auto", "frame", "crop"],
-                   help="auto: detect a person, else take a crop-shaped photo whole; frame: "
-                        "a person must be detected; crop: the photo is the crop "
-                        "(key: search.mode)")
-    p.add_argument("--min-probability", dest="cfg__search__min_probability", type=float,
-                   metavar="P", help="hide identities below P (key: search.min_probability)")
-    p.add_argument("--checkpoint", dest="cfg__model__checkpoint",
-                   help="ReID checkpoint the gallery was built with (key: model.checkpoint)")
-    p.add_argument("--detector", dest="cfg__detector__kind",
-                   help="auto, yolo or hog (key: detector.kind)")
-    p.add_argument("--weights", dest="cfg__detector__weights",
-                   help="YOLO weights file or name (key: detector.weights)")
+    p.add_argument(
+        "--db",
+        dest="cfg__gallery__db",
+        help="gallery database: file or SQLAlchemy URL (key: gallery.db; "
+        "default <output.out>/reid.db)",
+    )
+    p.add_argument(
+        "--top",
+        dest="cfg__search__top",
+        type=int,
+        metavar="N",
+        help="identities listed (key: search.top)",
+    )
+    p.add_argument(
+        "--html",
+        dest="cfg__search__html",
+        metavar="FILE",
+        help="also write the result as a page (key: search.html)",
+    )
+    p.add_argument(
+        "--mode",
+        dest="cfg__search__mode",
+        choices=["auto", "frame", "crop"],
+        help="auto: detect a person, else take a crop-shaped photo whole; frame: "
+        "a person must be detected; crop: the photo is the crop "
+        "(key: search.mode)",
+    )
+    p.add_argument(
+        "--min-probability",
+        dest="cfg__search__min_probability",
+        type=float,
+        metavar="P",
+        help="hide identities below P (key: search.min_probability)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        dest="cfg__model__checkpoint",
+        help="ReID checkpoint the gallery was built with (key: model.checkpoint)",
+    )
+    p.add_argument(
+        "--detector", dest="cfg__detector__kind", help="auto, yolo or hog (key: detector.kind)"
+    )
+    p.add_argument(
+        "--weights",
+        dest="cfg__detector__weights",
+        help="YOLO weights file or name (key: detector.weights)",
+    )
     add_common(p)
+    add_options(p, SearchOptions)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     import dataclasses
 
+    from reid_pipeline.commands.common import options_from_args
+    from reid_pipeline.commands.options import SearchOptions
     from reid_pipeline.detect import build_detector
-    from reid_pipeline.embed.embedder import Embedder
-    from reid_pipeline.embed.model import load_model
-    from reid_pipeline.gallery.manage import default_db, open_existing
+    from reid_pipeline.gallery.manage import open_existing
+    from reid_pipeline.pipeline.build import build_embedder, build_model, default_db_url
     from reid_pipeline.pipeline.search import (
         format_result,
         read_photo,
@@ -63,23 +98,30 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     from reid_pipeline.utils import resolve_device
 
+    opts = options_from_args(args, SearchOptions)
     read_photo(args.photo)  # a bad photo fails before any model or database work
-    db = default_db(cfg)
+    db = default_db_url(cfg)
     with open_existing(db, cfg) as gallery:
         device = resolve_device(cfg.device)
-        model = load_model(cfg.model.checkpoint, cfg.model, device)
-        model.scoring_backend = "auto" if cfg.match.use_triton else "torch"
-        embedder = Embedder(model, device, batch=1, half=cfg.model.half)
+        model = build_model(cfg, device)
+        embedder = build_embedder(cfg, model, device)
         detector = None
-        if cfg.search.mode != "crop":
+        if opts.mode != "crop":
             dcfg = cfg.detector
             if dcfg.kind == "mot":  # public detections belong to videos, not to a photo
                 dcfg = dataclasses.replace(dcfg, kind="auto")
             detector = build_detector(dcfg, device)
-        res = search_photo(gallery, args.photo, model, embedder, detector,
-                           top=cfg.search.top, mode=cfg.search.mode,
-                           min_probability=cfg.search.min_probability)
+        res = search_photo(
+            gallery,
+            args.photo,
+            model,
+            embedder,
+            detector,
+            top=opts.top,
+            mode=opts.mode,
+            min_probability=opts.min_probability,
+        )
     print(format_result(res))
-    if cfg.search.html:
-        print(f"page: {write_result_html(res, cfg.search.html)}")
+    if opts.html:
+        print(f"page: {write_result_html(res, opts.html)}")
     return 0

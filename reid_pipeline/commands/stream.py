@@ -26,30 +26,70 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
-    from reid_pipeline.cli import add_common
+    from reid_pipeline.commands.common import add_common
 
-    p = sub.add_parser("stream", help="match people on live RTSP cameras as they appear",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("urls", nargs="+", metavar="URL",
-                   help="camera URLs (rtsp://[user:pw@]host[:port]/path), one camera each")
-    p.add_argument("--camera", action="append", default=[], metavar="NAME",
-                   help="camera name per URL, in order (default: host and path)")
-    p.add_argument("--watch", dest="cfg__stream__watch", type=int, nargs="+", action="extend",
-                   metavar="ID", help="identities that raise alerts, in addition to those "
-                   "flagged in the gallery (key: stream.watch)")
-    p.add_argument("--events", dest="cfg__stream__events", metavar="PATH",
-                   help="JSONL events file (key: stream.events; default <out>/events.jsonl)")
-    p.add_argument("--duration", dest="cfg__stream__duration_s", type=float, metavar="S",
-                   help="stop after S seconds (key: stream.duration_s; default: until "
-                        "Ctrl-C/SIGTERM)")
-    p.add_argument("--mode", dest="cfg__stream__mode", choices=["live", "recorded"],
-                   help="live: keep only the newest frames; recorded: drop none "
-                        "(key: stream.mode)")
-    p.add_argument("--queue-size", dest="cfg__stream__queue_size", type=int, metavar="N",
-                   help="frames buffered per camera (key: stream.queue_size)")
-    p.add_argument("--status-every", dest="cfg__stream__status_every_s", type=float,
-                   metavar="S", help="seconds between status lines, 0: none "
-                   "(key: stream.status_every_s)")
+    p = sub.add_parser(
+        "stream",
+        help="match people on live RTSP cameras as they appear",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="camera URLs (rtsp://[user:pw@]host[:port]/path), one camera each",
+    )
+    p.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="camera name per URL, in order (default: host and path)",
+    )
+    p.add_argument(
+        "--watch",
+        dest="cfg__stream__watch",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="ID",
+        help="identities that raise alerts, in addition to those "
+        "flagged in the gallery (key: stream.watch)",
+    )
+    p.add_argument(
+        "--events",
+        dest="cfg__stream__events",
+        metavar="PATH",
+        help="JSONL events file (key: stream.events; default <out>/events.jsonl)",
+    )
+    p.add_argument(
+        "--duration",
+        dest="cfg__stream__duration_s",
+        type=float,
+        metavar="S",
+        help="stop after S seconds (key: stream.duration_s; default: until Ctrl-C/SIGTERM)",
+    )
+    p.add_argument(
+        "--mode",
+        dest="cfg__stream__mode",
+        choices=["live", "recorded"],
+        help="live: keep only the newest frames; recorded: drop none (key: stream.mode)",
+    )
+    p.add_argument(
+        "--queue-size",
+        dest="cfg__stream__queue_size",
+        type=int,
+        metavar="N",
+        help="frames buffered per camera (key: stream.queue_size)",
+    )
+    p.add_argument(
+        "--status-every",
+        dest="cfg__stream__status_every_s",
+        type=float,
+        metavar="S",
+        help="seconds between status lines, 0: none (key: stream.status_every_s)",
+    )
     from reid_pipeline.commands.process import add_run_options
 
     add_run_options(p)
@@ -70,34 +110,42 @@ def default_camera_name(url: str, k: int) -> str:
 
 def camera_names(urls: list[str], cameras: list[str]) -> list[str]:
     if cameras and len(cameras) != len(urls):
-        raise ConfigError(f"--camera given {len(cameras)} time(s) for {len(urls)} URL(s); "
-                          "give one --camera per URL, in order, or none")
+        raise ConfigError(
+            f"--camera given {len(cameras)} time(s) for {len(urls)} URL(s); "
+            "give one --camera per URL, in order, or none"
+        )
     names = list(cameras) or [default_camera_name(u, k) for k, u in enumerate(urls)]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ConfigError(f"camera name(s) {dup} given to more than one URL; "
-                          "name each camera with --camera")
+        raise ConfigError(
+            f"camera name(s) {dup} given to more than one URL; name each camera with --camera"
+        )
     return names
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
+    from reid_pipeline.config import write_resolved
+    from reid_pipeline.pipeline.build import default_db_url
     from reid_pipeline.pipeline.engine import Pipeline
     from reid_pipeline.pipeline.live import LiveStream, StopFlag
-    from reid_pipeline.pipeline.recorded import check_output_dir, database_url
+    from reid_pipeline.pipeline.recorded import check_output_dir
     from reid_pipeline.sources import is_url, open_source
     from reid_pipeline.utils import redact_url
 
     urls = [str(u) for u in args.urls]
     bad = [redact_url(u) for u in urls if not is_url(u)]
     if bad:
-        raise ConfigError(f"reid stream takes camera URLs (rtsp://...), not {bad}; "
-                          "use `reid process` for video files")
+        raise ConfigError(
+            f"reid stream takes camera URLs (rtsp://...), not {bad}; "
+            "use `reid process` for video files"
+        )
     names = camera_names(urls, list(args.camera))
     sources = [open_source(u, n, cfg.stream) for u, n in zip(urls, names)]  # checks the URLs
     out = check_output_dir(cfg.output.out)
-    db = database_url(cfg, out)
+    write_resolved(cfg, out)  # the run's config, as it ran (config.yaml)
+    db = default_db_url(cfg, out)
     events = Path(cfg.stream.events) if cfg.stream.events else out / "events.jsonl"
     _quiet_opencv()
     pipeline = Pipeline.build(cfg, out, db=db)
@@ -114,8 +162,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         for s in sources:
             print(f"camera {s.camera}: {s.uri}", flush=True)
-        live = LiveStream(cfg, pipeline, sources, events, on_event=show_event,
-                          on_status=show_status)
+        live = LiveStream(
+            cfg, pipeline, sources, events, on_event=show_event, on_status=show_status
+        )
         summary = live.run(stop)
     finally:
         restore()

@@ -65,8 +65,10 @@ class ReidDataset:
         for split in ("query", "gallery"):
             if not getattr(self, split):
                 where = self.splits.get(split, f"no '{split}' folder")
-                raise InputError(f"dataset {self.root!r} has no {split} images ({where}); "
-                                 "evaluation needs query and gallery splits")
+                raise InputError(
+                    f"dataset {self.root!r} has no {split} images ({where}); "
+                    "evaluation needs query and gallery splits"
+                )
 
     def require_train(self) -> None:
         """Raise InputError unless the train split holds images."""
@@ -78,10 +80,12 @@ class ReidDataset:
         def ids(recs: list[ImageRecord]) -> int:
             return len({r.pid for r in recs})
 
-        return (f"{self.name} at {self.root}: train {len(self.train)} images / "
-                f"{ids(self.train)} ids, query {len(self.query)} / {ids(self.query)}, "
-                f"gallery {len(self.gallery)} / {ids(self.gallery)}"
-                + (f", {self.skipped} unparsable file names skipped" if self.skipped else ""))
+        return (
+            f"{self.name} at {self.root}: train {len(self.train)} images / "
+            f"{ids(self.train)} ids, query {len(self.query)} / {ids(self.query)}, "
+            f"gallery {len(self.gallery)} / {ids(self.gallery)}"
+            + (f", {self.skipped} unparsable file names skipped" if self.skipped else "")
+        )
 
 
 # ----------------------------------------------------------------------------- images
@@ -120,8 +124,12 @@ def read_images(paths: Sequence[str | Path]) -> tuple[list[np.ndarray], list[int
         except InputError:
             bad.append(i)
     if bad:
-        log.warning("%d of %d images could not be decoded and were skipped (first: %s)",
-                    len(bad), len(paths), paths[bad[0]])
+        log.warning(
+            "%d of %d images could not be decoded and were skipped (first: %s)",
+            len(bad),
+            len(paths),
+            paths[bad[0]],
+        )
     return images, bad
 
 
@@ -169,15 +177,22 @@ def _scan_named(folder: Path, counter: list[int]) -> list[tuple[str, int, int, b
         out.append((str(p), *parsed))
     if bad:
         counter[0] += len(bad)
-        log.warning("%s: %d image file names do not match PID_cCAM*.jpg or PID_CAM_*.jpg and "
-                    "were skipped (first: %s)", folder, len(bad), bad[0])
+        log.warning(
+            "%s: %d image file names do not match PID_cCAM*.jpg or PID_CAM_*.jpg and "
+            "were skipped (first: %s)",
+            folder,
+            len(bad),
+            bad[0],
+        )
     return out
 
 
 def _nonempty(records: list[ImageRecord], split: str, where: Path, root: Path) -> None:
     if not records:
-        raise InputError(f"dataset {str(root)!r}: split '{split}' ({where}) holds no usable "
-                         "images (expected files named like 0002_c1s1_000451_03.jpg)")
+        raise InputError(
+            f"dataset {str(root)!r}: split '{split}' ({where}) holds no usable "
+            "images (expected files named like 0002_c1s1_000451_03.jpg)"
+        )
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -185,9 +200,15 @@ def _nonempty(records: list[ImageRecord], split: str, where: Path, root: Path) -
 
 def _find_market_dir(root: Path) -> Path | None:
     """The folder holding bounding_box_train/query/bounding_box_test, at any usual depth."""
-    candidates = [root, root / "Market-1501-v15.09.15", root / "market1501",
-                  root / "market1501" / "Market-1501-v15.09.15", root / "DukeMTMC-reID",
-                  root / "dukemtmcreid", root / "dukemtmcreid" / "DukeMTMC-reID"]
+    candidates = [
+        root,
+        root / "Market-1501-v15.09.15",
+        root / "market1501",
+        root / "market1501" / "Market-1501-v15.09.15",
+        root / "DukeMTMC-reID",
+        root / "dukemtmcreid",
+        root / "dukemtmcreid" / "DukeMTMC-reID",
+    ]
     for c in candidates:
         if all((c / s).is_dir() for s in _MARKET_SPLITS):
             return c
@@ -200,8 +221,10 @@ def _explain_partial_market(root: Path) -> None:
         have = [s for s in _MARKET_SPLITS if (c / s).is_dir()]
         if "bounding_box_train" in have or "bounding_box_test" in have:
             missing = [s for s in _MARKET_SPLITS if s not in have]
-            raise InputError(f"dataset root {str(root)!r}: {c} has {', '.join(have)} but not "
-                             f"{', '.join(missing)} (expected all of {', '.join(_MARKET_SPLITS)})")
+            raise InputError(
+                f"dataset root {str(root)!r}: {c} has {', '.join(have)} but not "
+                f"{', '.join(missing)} (expected all of {', '.join(_MARKET_SPLITS)})"
+            )
 
 
 def _load_market_like(root: Path, data_dir: Path) -> ReidDataset:
@@ -214,13 +237,21 @@ def _load_market_like(root: Path, data_dir: Path) -> ReidDataset:
             if pid == -1:
                 continue  # junk: ignored, as in the official protocol
             if cam < 1:
-                raise InputError(f"{path}: camera c{cam} is not valid (cameras are numbered from 1)")
+                raise InputError(
+                    f"{path}: camera c{cam} is not valid (cameras are numbered from 1)"
+                )
             recs.append(ImageRecord(path, pid, cam - 1))
         _nonempty(recs, split, data_dir / folder, root)
         splits[split] = recs
-    return ReidDataset(name, str(data_dir), splits["train"], splits["query"], splits["gallery"],
-                       skipped[0], {s: str(data_dir / f)
-                                    for s, f in zip(("train", "query", "gallery"), _MARKET_SPLITS)})
+    return ReidDataset(
+        name,
+        str(data_dir),
+        splits["train"],
+        splits["query"],
+        splits["gallery"],
+        skipped[0],
+        {s: str(data_dir / f) for s, f in zip(("train", "query", "gallery"), _MARKET_SPLITS)},
+    )
 
 
 def _find_msmt_dir(root: Path) -> tuple[Path, str, str] | None:
@@ -259,15 +290,27 @@ def _read_list(list_path: Path, img_dir: Path, root: Path) -> list[ImageRecord]:
 def _load_msmt(root: Path, found: tuple[Path, str, str]) -> ReidDataset:
     base, tr, te = found
     out = {}
-    for split, lst, folder in (("train", "list_train.txt", tr), ("query", "list_query.txt", te),
-                               ("gallery", "list_gallery.txt", te)):
+    for split, lst, folder in (
+        ("train", "list_train.txt", tr),
+        ("query", "list_query.txt", te),
+        ("gallery", "list_gallery.txt", te),
+    ):
         recs = _read_list(base / lst, base / folder, root)
         _nonempty(recs, split, base / lst, root)
         out[split] = recs
-    return ReidDataset("msmt17", str(base), out["train"], out["query"], out["gallery"], 0,
-                       {"train": str(base / "list_train.txt"),
-                        "query": str(base / "list_query.txt"),
-                        "gallery": str(base / "list_gallery.txt")})
+    return ReidDataset(
+        "msmt17",
+        str(base),
+        out["train"],
+        out["query"],
+        out["gallery"],
+        0,
+        {
+            "train": str(base / "list_train.txt"),
+            "query": str(base / "list_query.txt"),
+            "gallery": str(base / "list_gallery.txt"),
+        },
+    )
 
 
 def _load_folder(root: Path) -> ReidDataset | None:
@@ -297,8 +340,9 @@ def _load_folder(root: Path) -> ReidDataset | None:
         where = root / s if s in _GENERIC_SPLITS and (root / s).is_dir() else root
         _nonempty(out[s], s, where, root)
     splits = {s: str(root / s if (root / s).is_dir() else root) for s in present}
-    return ReidDataset("folder", str(root), out["train"], out["query"], out["gallery"],
-                       skipped[0], splits)
+    return ReidDataset(
+        "folder", str(root), out["train"], out["query"], out["gallery"], skipped[0], splits
+    )
 
 
 def load_dataset(root: str | Path) -> ReidDataset:
@@ -329,7 +373,8 @@ def load_dataset(root: str | Path) -> ReidDataset:
                 f"dataset root {str(r)!r} has no recognised layout: expected "
                 f"{'/'.join(_MARKET_SPLITS)} folders (Market-1501/DukeMTMC-reID, optionally "
                 "under Market-1501-v15.09.15 or DukeMTMC-reID), MSMT17_V1|V2 with list_*.txt, "
-                "or train/query/gallery folders (or a flat folder) of PID_cCAM*.jpg images")
+                "or train/query/gallery folders (or a flat folder) of PID_cCAM*.jpg images"
+            )
         ds = folder
     log.info("%s", ds.summary())
     return ds

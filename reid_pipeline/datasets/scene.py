@@ -76,21 +76,23 @@ def random_people(n: int, seed: int) -> list[Appearance]:
         top = _distinct_color(rng, tops)
         tops.append(top)
         has_bag = rng.random() < 0.35
-        people.append(Appearance(
-            skin=skins[int(rng.integers(len(skins)))],
-            hair=hairs[int(rng.integers(len(hairs)))],
-            long_hair=bool(rng.random() < 0.35),
-            top=top,
-            top2=_distinct_color(rng, [top], 120),
-            pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
-            long_sleeves=bool(rng.random() < 0.6),
-            bottom=_distinct_color(rng, [top], 80),
-            bottom_kind=BOTTOMS[int(rng.choice(3, p=[0.7, 0.15, 0.15]))],
-            shoes=_color(rng, 10, 120),
-            bag=_color(rng) if has_bag else None,
-            height=float(rng.uniform(0.92, 1.08)),
-            build=float(rng.uniform(0.88, 1.12)),
-        ))
+        people.append(
+            Appearance(
+                skin=skins[int(rng.integers(len(skins)))],
+                hair=hairs[int(rng.integers(len(hairs)))],
+                long_hair=bool(rng.random() < 0.35),
+                top=top,
+                top2=_distinct_color(rng, [top], 120),
+                pattern=PATTERNS[int(rng.integers(len(PATTERNS)))],
+                long_sleeves=bool(rng.random() < 0.6),
+                bottom=_distinct_color(rng, [top], 80),
+                bottom_kind=BOTTOMS[int(rng.choice(3, p=[0.7, 0.15, 0.15]))],
+                shoes=_color(rng, 10, 120),
+                bag=_color(rng) if has_bag else None,
+                height=float(rng.uniform(0.92, 1.08)),
+                build=float(rng.uniform(0.88, 1.12)),
+            )
+        )
     return people
 
 
@@ -98,8 +100,9 @@ def _shade(c: BGR, f: float) -> BGR:
     return tuple(int(min(255, max(0, v * f))) for v in c)  # type: ignore[return-value]
 
 
-def render_person(app: Appearance, height_px: int, phase: float, direction: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def render_person(
+    app: Appearance, height_px: int, phase: float, direction: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one walking person on a transparent canvas.
 
     Returns (bgr, alpha) of shape (h, w, 3) / (h, w) float32 in [0, 1]; the feet touch the
@@ -192,7 +195,7 @@ def render_person(app: Appearance, height_px: int, phase: float, direction: int
     if app.pattern == "hstripes":
         step = max(2, int(5 * u))
         for y in range(y0, y1, 2 * step):
-            pat[y:y + step] = app.top2
+            pat[y : y + step] = app.top2
     elif app.pattern == "vsplit":
         pat[:, : int(cx)] = app.top2
     elif app.pattern == "logo":
@@ -202,16 +205,16 @@ def render_person(app: Appearance, height_px: int, phase: float, direction: int
         for y in range(y0, y1, step):
             for x in range(0, w2, step):
                 if ((y - y0) // step + x // step) % 2 == 0:
-                    pat[y:y + step, x:x + step] = app.top2
+                    pat[y : y + step, x : x + step] = app.top2
     if app.pattern != "solid":
         sel = (tmask > 0) & (pat.sum(axis=2) > 0)
         img[sel] = pat[sel]
     if app.bottom_kind == "skirt":
-        poly([P(-hw, hip_y), P(hw, hip_y), P(hw + 5, hip_y + 17), P(-hw - 5, hip_y + 17)],
-             app.bottom)
+        poly(
+            [P(-hw, hip_y), P(hw, hip_y), P(hw + 5, hip_y + 17), P(-hw - 5, hip_y + 17)], app.bottom
+        )
     else:
-        poly([P(-hw, hip_y - 1), P(hw, hip_y - 1), P(hw, hip_y + 5), P(-hw, hip_y + 5)],
-             app.bottom)
+        poly([P(-hw, hip_y - 1), P(hw, hip_y - 1), P(hw, hip_y + 5), P(-hw, hip_y + 5)], app.bottom)
     leg(1.0, True)
     # neck and head
     limb(P(0, 11), P(0, shoulder_y + 1), 6, app.skin)
@@ -226,22 +229,23 @@ def render_person(app: Appearance, height_px: int, phase: float, direction: int
     xs = np.linspace(-1, 1, w2, dtype=np.float32)[None, :]
     ys = np.linspace(0, 1, h2, dtype=np.float32)[:, None]
     shade = 1.12 - 0.22 * (xs * d + 1) / 2 - 0.18 * ys
-    out = np.clip(img.astype(np.float32) * shade[..., None], 0, 255)
-    out = cv2.resize(out, (W, H), interpolation=cv2.INTER_AREA)
+    shaded = np.clip(img.astype(np.float32) * shade[..., None], 0, 255)
+    out = cv2.resize(shaded, (W, H), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(mask.astype(np.float32) / 255.0, (W, H), interpolation=cv2.INTER_AREA)
     return out, alpha
 
 
-def _composite(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x0: int, y0: int
-               ) -> tuple[int, int, int, int] | None:
+def composite(
+    frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x0: int, y0: int
+) -> tuple[int, int, int, int] | None:
     """Alpha-blend a sprite at (x0, y0); returns the visible tight box of the body or None."""
     fh, fw = frame.shape[:2]
     h, w = alpha.shape
     xa, ya, xb, yb = max(0, x0), max(0, y0), min(fw, x0 + w), min(fh, y0 + h)
     if xb <= xa or yb <= ya:
         return None
-    a = alpha[ya - y0:yb - y0, xa - x0:xb - x0, None]
-    s = rgb[ya - y0:yb - y0, xa - x0:xb - x0]
+    a = alpha[ya - y0 : yb - y0, xa - x0 : xb - x0, None]
+    s = rgb[ya - y0 : yb - y0, xa - x0 : xb - x0]
     roi = frame[ya:yb, xa:xb].astype(np.float32)
     frame[ya:yb, xa:xb] = (roi * (1 - a) + s * a).astype(np.uint8)
     cols = np.where(a[..., 0].max(axis=0) > 0.3)[0]
@@ -252,6 +256,7 @@ def _composite(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x0: int, y
 
 
 # ---------------------------------------------------------------- backgrounds and cameras
+
 
 @dataclass(frozen=True)
 class CameraStyle:
@@ -302,20 +307,19 @@ def make_background(kind: str, w: int, h: int, seed: int) -> np.ndarray:
         while x < w:  # low-rise facades with wide, low-contrast shop windows
             bw = int(rng.integers(w // 5, w // 3))
             bh = int(rng.integers(horizon // 2, horizon))
-            col = np.array([int(v) for v in rng.integers(110, 170, 3)])
-            cv2.rectangle(img, (x, horizon - bh), (x + bw, horizon), col.tolist(), -1)
-            win = np.clip(col + 18, 0, 255).tolist()
+            facade = np.array([int(v) for v in rng.integers(110, 170, 3)])
+            cv2.rectangle(img, (x, horizon - bh), (x + bw, horizon), facade.tolist(), -1)
+            win = np.clip(facade + 18, 0, 255).tolist()
             for wy in range(horizon - bh + 10, horizon - 20, 26):
                 cv2.rectangle(img, (x + 6, wy), (x + bw - 6, wy + 9), win, -1)
             x += bw
         img[horizon:] = (95, 100, 95)  # pavement
         for yy in range(horizon, h, 14):
             cv2.line(img, (0, yy), (w, yy), (85, 90, 85), 1)
-        img[int(h * 0.95):] = (60, 60, 60)  # road
+        img[int(h * 0.95) :] = (60, 60, 60)  # road
         for _ in range(2):  # round bushes
             tx = int(rng.integers(0, w))
-            cv2.ellipse(img, (tx, horizon - 6), (34, 18), 0, 0, 360, (50, 105, 60), -1,
-                        cv2.LINE_AA)
+            cv2.ellipse(img, (tx, horizon - 6), (34, 18), 0, 0, 360, (50, 105, 60), -1, cv2.LINE_AA)
     return cv2.GaussianBlur(img, (3, 3), 0)
 
 
@@ -327,6 +331,7 @@ def apply_light(img: np.ndarray, style: CameraStyle, rng: np.random.Generator) -
 
 
 # ---------------------------------------------------------------- the scene
+
 
 @dataclass(frozen=True)
 class Walk:
@@ -360,10 +365,24 @@ def demo_scene_spec(people: int = 4, seed: int = 7) -> SceneSpec:
     in each camera (the 'no merge across simultaneous persons' check needs that).
     """
     cams = [
-        CameraStyle("lobby", "indoor", person_height=158, gain=1.05, cast=(0.95, 1.0, 1.05),
-                    gamma=0.95, floor_y=0.9),
-        CameraStyle("street", "street", person_height=132, gain=0.8, cast=(1.12, 1.0, 0.9),
-                    gamma=1.1, floor_y=0.92),
+        CameraStyle(
+            "lobby",
+            "indoor",
+            person_height=158,
+            gain=1.05,
+            cast=(0.95, 1.0, 1.05),
+            gamma=0.95,
+            floor_y=0.9,
+        ),
+        CameraStyle(
+            "street",
+            "street",
+            person_height=132,
+            gain=0.8,
+            cast=(1.12, 1.0, 0.9),
+            gamma=1.1,
+            floor_y=0.92,
+        ),
     ]
     rng = np.random.default_rng(seed + 1)
     walks: dict[str, list[Walk]] = {}
@@ -383,8 +402,7 @@ def demo_scene_spec(people: int = 4, seed: int = 7) -> SceneSpec:
     return SceneSpec(people=people, seed=seed, frames=frames, cameras=cams, walks=walks)
 
 
-def _walk_state(w: Walk, frame: int, width: int, person_h: float
-                ) -> tuple[float, float] | None:
+def _walk_state(w: Walk, frame: int, width: int, person_h: float) -> tuple[float, float] | None:
     """(centre x, walking phase) of a walk at ``frame``, or None when out of view."""
     t = frame - w.start
     if t < 0:
@@ -414,8 +432,9 @@ def render_scene(spec: SceneSpec, out_dir: str | Path) -> dict[str, Path]:
         rng = np.random.default_rng(spec.seed * 100 + ci)
         bg = make_background(cam.background, spec.width, spec.height, spec.seed * 10 + ci)
         path = out / f"{cam.name}.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps,
-                                 (spec.width, spec.height))
+        writer = cv2.VideoWriter(
+            str(path), cv2.VideoWriter.fourcc(*"mp4v"), spec.fps, (spec.width, spec.height)
+        )
         if not writer.isOpened():
             raise OSError(f"cannot write video {path}")
         sprite_cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -435,16 +454,24 @@ def render_scene(spec: SceneSpec, out_dir: str | Path) -> dict[str, Path]:
                 q = round((phase % (2 * math.pi)) * 8)
                 key = (w.person, round(ph), q * w.direction)
                 if key not in sprite_cache:
-                    sprite_cache[key] = render_person(app, round(ph),
-                                                      q / 8,
-                                                      w.direction)
+                    sprite_cache[key] = render_person(app, round(ph), q / 8, w.direction)
                 rgb, alpha = sprite_cache[key]
                 feet = int(spec.height * (cam.floor_y + w.depth))
                 # soft ground shadow
-                cv2.ellipse(frame, (int(x), feet - 1), (int(ph * 0.16), max(2, int(ph * 0.025))),
-                            0, 0, 360, (50, 50, 50), -1, cv2.LINE_AA)
-                box = _composite(frame, rgb, alpha, int(x - alpha.shape[1] / 2),
-                                 feet - alpha.shape[0])
+                cv2.ellipse(
+                    frame,
+                    (int(x), feet - 1),
+                    (int(ph * 0.16), max(2, int(ph * 0.025))),
+                    0,
+                    0,
+                    360,
+                    (50, 50, 50),
+                    -1,
+                    cv2.LINE_AA,
+                )
+                box = composite(
+                    frame, rgb, alpha, int(x - alpha.shape[1] / 2), feet - alpha.shape[0]
+                )
                 if box is not None:
                     gt_rows.append((cam.name, f, w.person, *box))
             frame = apply_light(frame, cam, rng)
@@ -456,8 +483,12 @@ def render_scene(spec: SceneSpec, out_dir: str | Path) -> dict[str, Path]:
         wr.writerow(["camera", "frame", "person", "x1", "y1", "x2", "y2"])
         wr.writerows(gt_rows)
     meta = {
-        "fps": spec.fps, "frames": spec.frames, "width": spec.width, "height": spec.height,
-        "seed": spec.seed, "people": [asdict(p) for p in people],
+        "fps": spec.fps,
+        "frames": spec.frames,
+        "width": spec.width,
+        "height": spec.height,
+        "seed": spec.seed,
+        "people": [asdict(p) for p in people],
         "cameras": [asdict(c) for c in spec.cameras],
         "walks": {k: [asdict(w) for w in v] for k, v in spec.walks.items()},
         "videos": {k: v.name for k, v in videos.items()},
@@ -473,12 +504,19 @@ def read_ground_truth(path: str | Path) -> dict[str, dict[int, list[tuple[int, t
         for row in csv.DictReader(fh):
             box = tuple(int(row[k]) for k in ("x1", "y1", "x2", "y2"))
             out.setdefault(row["camera"], {}).setdefault(int(row["frame"]), []).append(
-                (int(row["person"]), box))
+                (int(row["person"]), box)
+            )
     return out
 
 
-def make_crops_dataset(root: str | Path, people: int = 120, per_camera: int = 8,
-                       seed: int = 1000, height: int = 128, width: int = 64) -> Path:
+def make_crops_dataset(
+    root: str | Path,
+    people: int = 120,
+    per_camera: int = 8,
+    seed: int = 1000,
+    height: int = 128,
+    width: int = 64,
+) -> Path:
     """A Market-1501-style dataset of generated pedestrians for training the demo weights.
 
     Layout ``<root>/bounding_box_train|query|bounding_box_test/PPPP_cCs1_FFFFFF_00.jpg``:
@@ -496,29 +534,38 @@ def make_crops_dataset(root: str | Path, people: int = 120, per_camera: int = 8,
     dirs = {k: base / k for k in ("bounding_box_train", "query", "bounding_box_test")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    bgs = {(s.name, k): make_background(s.background, 480, 272, seed + 17 * k + i)
-           for i, s in enumerate(styles) for k in range(3)}
+    bgs = {
+        (s.name, k): make_background(s.background, 480, 272, seed + 17 * k + i)
+        for i, s in enumerate(styles)
+        for k in range(3)
+    }
     n_train = people - max(2, people // 5)
     for pid, app in enumerate(apps, start=1):
         for ci, style in enumerate(styles):
             for k in range(per_camera):
                 ph = style.person_height * app.height * float(rng.uniform(0.8, 1.15))
-                rgb, alpha = render_person(app, round(ph), float(rng.uniform(0, 2 * math.pi)),
-                                           int(rng.choice([-1, 1])))
+                rgb, alpha = render_person(
+                    app, round(ph), float(rng.uniform(0, 2 * math.pi)), int(rng.choice([-1, 1]))
+                )
                 bg = bgs[(style.name, int(rng.integers(3)))]
                 frame = bg.copy()
                 x0 = int(rng.integers(20, 480 - alpha.shape[1] - 20))
                 y0 = int(272 * style.floor_y) - alpha.shape[0]
-                box = _composite(frame, rgb, alpha, x0, max(0, y0))
+                box = composite(frame, rgb, alpha, x0, max(0, y0))
                 if box is None:
                     continue
                 # every image gets its own light (gain, colour cast, gamma): identity must be
                 # learnt from clothing and shape, not from the camera's colour rendering
                 cast = tuple(float(v) for v in rng.uniform(0.82, 1.18, 3))
-                light = CameraStyle(style.name, style.background, style.person_height,
-                                    gain=float(rng.uniform(0.6, 1.2)),
-                                    cast=cast,  # type: ignore[arg-type]
-                                    gamma=float(rng.uniform(0.8, 1.25)), noise=style.noise)
+                light = CameraStyle(
+                    style.name,
+                    style.background,
+                    style.person_height,
+                    gain=float(rng.uniform(0.6, 1.2)),
+                    cast=cast,  # type: ignore[arg-type]
+                    gamma=float(rng.uniform(0.8, 1.25)),
+                    noise=style.noise,
+                )
                 frame = apply_light(frame, light, rng)
                 x1, y1, x2, y2 = box
                 bw, bh = x2 - x1, y2 - y1
@@ -530,8 +577,9 @@ def make_crops_dataset(root: str | Path, people: int = 120, per_camera: int = 8,
                 cy1 = int(np.clip(y1 - 0.05 * bh + j[1] * bh, 0, 271))
                 cx2 = int(np.clip(x2 + 0.1 * bw + j[2] * bw, cx1 + 8, 480))
                 cy2 = int(np.clip(y2 + 0.05 * bh + j[3] * bh, cy1 + 16, 272))
-                crop = cv2.resize(frame[cy1:cy2, cx1:cx2], (width, height),
-                                  interpolation=cv2.INTER_AREA)
+                crop = cv2.resize(
+                    frame[cy1:cy2, cx1:cx2], (width, height), interpolation=cv2.INTER_AREA
+                )
                 if pid <= n_train:
                     split = "bounding_box_train"
                 else:

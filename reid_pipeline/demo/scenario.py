@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 
 DEMO_OVERRIDES: dict[str, Any] = {
     # the demo weights' architecture (see demo_weights.demo_model_config)
-    "model.backbone": "osnet_x0_25", "model.embed_dim": 128, "model.activation": "identity",
-    "model.height": 64, "model.width": 32,
+    "model.backbone": "osnet_x0_25",
+    "model.embed_dim": 128,
+    "model.activation": "identity",
+    "model.height": 64,
+    "model.width": 32,
     "detector.kind": "hog",  # offline: no YOLO weights can be had
     "tracker.min_length": 3,
 }
@@ -49,10 +52,17 @@ def demo_config_overrides() -> dict[str, Any]:
 
     if DEMO_CHECKPOINT.is_file():
         return {**DEMO_OVERRIDES, "model.checkpoint": str(DEMO_CHECKPOINT)}
-    log.warning("demo weights %s are not there (make them with `uv run python -m "
-                "reid_pipeline.demo.weights`); using the bundled default model", DEMO_CHECKPOINT)
-    return {"detector.kind": "hog", "tracker.min_length": 3, "model.checkpoint": "default",
-            "model.backbone": "osnet_x1_0"}
+    log.warning(
+        "demo weights %s are not there (make them with `uv run python -m "
+        "reid_pipeline.demo.weights`); using the bundled default model",
+        DEMO_CHECKPOINT,
+    )
+    return {
+        "detector.kind": "hog",
+        "tracker.min_length": 3,
+        "model.checkpoint": "default",
+        "model.backbone": "osnet_x1_0",
+    }
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -83,25 +93,35 @@ class DemoScore:
 
     def describe(self) -> str:
         lines = [
-            (f"ground truth: {self.persons} persons, each walking through all "
-            f"{len(self.cameras)} cameras ({', '.join(self.cameras)})"),
-            (f"identities found: {self.identities} (from {self.tracklets} tracklets; "
-            f"{self.tracklets_unmatched} on no ground-truth person)"),
-            (f"persons matched across cameras correctly: {len(self.persons_correct)}/"
-            f"{self.persons}"),
-            (f"identities merging two simultaneously visible persons: "
-            f"{len(self.merged_simultaneous)}"),
+            (
+                f"ground truth: {self.persons} persons, each walking through all "
+                f"{len(self.cameras)} cameras ({', '.join(self.cameras)})"
+            ),
+            (
+                f"identities found: {self.identities} (from {self.tracklets} tracklets; "
+                f"{self.tracklets_unmatched} on no ground-truth person)"
+            ),
+            (
+                f"persons matched across cameras correctly: {len(self.persons_correct)}/"
+                f"{self.persons}"
+            ),
+            (
+                f"identities merging two simultaneously visible persons: "
+                f"{len(self.merged_simultaneous)}"
+            ),
         ]
         for p, why in sorted(self.persons_wrong.items()):
             lines.append(f"  person {p}: {why}")
         for iid, p, q in self.merged_simultaneous:
-            lines.append(f"  identity {iid} holds persons {p} and {q} at the same time in one "
-                         "camera")
+            lines.append(
+                f"  identity {iid} holds persons {p} and {q} at the same time in one camera"
+            )
         return "\n".join(lines)
 
 
-def score_against_truth(sightings: Iterable[Sighting], gt_csv: str | Path,
-                        min_iou: float = 0.5) -> DemoScore:
+def score_against_truth(
+    sightings: Iterable[Sighting], gt_csv: str | Path, min_iou: float = 0.5
+) -> DemoScore:
     """Label tracklets with ground-truth persons and score the identities (module docstring)."""
     from reid_pipeline.datasets.scene import read_ground_truth
 
@@ -140,10 +160,13 @@ def score_against_truth(sightings: Iterable[Sighting], gt_csv: str | Path,
         if iid is not None:
             ident_persons[iid].add(p)
     score = DemoScore(
-        persons=len(persons), cameras=cameras,
+        persons=len(persons),
+        cameras=cameras,
         identities=len({i for i in ident_of.values() if i is not None}),
-        tracklets=len(n_boxes), tracklets_unmatched=sum(1 for p in person_of.values() if p is None),
-        identity_persons={i: sorted(ps) for i, ps in sorted(ident_persons.items())})
+        tracklets=len(n_boxes),
+        tracklets_unmatched=sum(1 for p in person_of.values() if p is None),
+        identity_persons={i: sorted(ps) for i, ps in sorted(ident_persons.items())},
+    )
     # a merge: one identity on two different persons' tracklets that overlap in time in
     # one camera (two people at once - what the one-place rule must prevent)
     spans: dict[int, list[tuple[str, int, float, float]]] = defaultdict(list)
@@ -154,7 +177,7 @@ def score_against_truth(sightings: Iterable[Sighting], gt_csv: str | Path,
     for iid, sp in sorted(spans.items()):
         seen: set[tuple[int, int]] = set()
         for i, (ca, pa, a0, a1) in enumerate(sp):
-            for cb, pb, b0, b1 in sp[i + 1:]:
+            for cb, pb, b0, b1 in sp[i + 1 :]:
                 pair = (min(pa, pb), max(pa, pb))
                 if ca == cb and pa != pb and a0 <= b1 and b0 <= a1 and pair not in seen:
                     seen.add(pair)
@@ -189,8 +212,9 @@ class DemoResult:
         return f"{self.process.describe()}\n\n{self.score.describe()}"
 
 
-def run_demo(cfg: Config, people: int = 4, seed: int = 7,
-             stop: Callable[[], bool] | None = None) -> DemoResult:
+def run_demo(
+    cfg: Config, people: int = 4, seed: int = 7, stop: Callable[[], bool] | None = None
+) -> DemoResult:
     """Generate (or reuse) the scene under ``<out>/scene``, process it, score it."""
     from reid_pipeline.datasets.scene import demo_scene_spec, render_scene
     from reid_pipeline.pipeline.recorded import check_output_dir, process_videos
@@ -199,9 +223,13 @@ def run_demo(cfg: Config, people: int = 4, seed: int = 7,
     scene_dir = out / "scene"
     spec = demo_scene_spec(people=people, seed=seed)
     if not (scene_dir / "gt.csv").is_file() or not all(
-            (scene_dir / f"{c.name}.mp4").is_file() for c in spec.cameras):
-        log.info("generating the demo scene: %d people, cameras %s", people,
-                 [c.name for c in spec.cameras])
+        (scene_dir / f"{c.name}.mp4").is_file() for c in spec.cameras
+    ):
+        log.info(
+            "generating the demo scene: %d people, cameras %s",
+            people,
+            [c.name for c in spec.cameras],
+        )
         render_scene(spec, scene_dir)
     inputs = [(str(scene_dir / f"{c.name}.mp4"), c.name) for c in spec.cameras]
     result = process_videos(cfg, inputs, stop=stop)

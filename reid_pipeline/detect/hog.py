@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from reid_pipeline.detect import FrameLike, images_of
+from reid_pipeline.detect.base import FrameLike, images_of
 from reid_pipeline.types import Detections
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ MARGIN_X = 3 / 16  # persons are ~2.4x as tall as wide; the window is 2x
 CONTAIN_THRESH = 0.8  # boxes sharing this much of the smaller one are one person
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float,
-        contain: float = CONTAIN_THRESH) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float = CONTAIN_THRESH
+) -> np.ndarray:
     """Indices kept by greedy NMS (best score first), then containment suppression: a box
     is dropped when it and a better-scoring kept box overlap by ``contain`` or more of the
     smaller one's area. HOG often fires a second window around a found person - looser,
@@ -48,8 +49,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float,
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
     xywh = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in boxes]
-    keep = np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(float).tolist(), 0.0, float(iou)),
-                      np.int64).reshape(-1)
+    keep = np.asarray(
+        cv2.dnn.NMSBoxes(xywh, scores.astype(float).tolist(), 0.0, float(iou)), np.int64
+    ).reshape(-1)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     out: list[int] = []
     for i in keep:
@@ -76,11 +78,18 @@ class HogDetector:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.hog = cv2.HOGDescriptor()
-        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        # the stubs say Sequence[float]; it is a float32 array, which setSVMDetector takes
+        people = np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32)
+        self.hog.setSVMDetector(people)
         self.resize = WINDOW_PERSON_HEIGHT / float(cfg.hog_min_height)
         self.pad = float(getattr(cfg, "hog_pad", 0.15))
-        log.info("detector: OpenCV HOG (persons >= %d px, resize x%.2f, pad %.2f, scale %.2f)",
-                 cfg.hog_min_height, self.resize, self.pad, cfg.hog_scale)
+        log.info(
+            "detector: OpenCV HOG (persons >= %d px, resize x%.2f, pad %.2f, scale %.2f)",
+            cfg.hog_min_height,
+            self.resize,
+            self.pad,
+            cfg.hog_scale,
+        )
 
     def detect(self, frames: Sequence[FrameLike]) -> list[Detections]:
         return [self.detect_image(img) for img in images_of(frames)]
@@ -91,8 +100,9 @@ class HogDetector:
         img = image
         if s != 1.0:
             interp = cv2.INTER_LINEAR if s > 1.0 else cv2.INTER_AREA
-            img = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
-                             interpolation=interp)
+            img = cv2.resize(
+                image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp
+            )
         p = round(self.pad * img.shape[0])
         # the frame must at least hold one 64x128 window
         py = max(p, (128 - img.shape[0] + 1) // 2)
@@ -100,7 +110,8 @@ class HogDetector:
         if py or px:
             img = cv2.copyMakeBorder(img, py, py, px, px, cv2.BORDER_REPLICATE)
         rects, weights = self.hog.detectMultiScale(
-            img, hitThreshold=0.0, winStride=(8, 8), padding=(8, 8), scale=self.cfg.hog_scale)
+            img, hitThreshold=0.0, winStride=(8, 8), padding=(8, 8), scale=self.cfg.hog_scale
+        )
         if len(rects) == 0:
             return Detections.empty()
         r = np.asarray(rects, np.float32).reshape(-1, 4)

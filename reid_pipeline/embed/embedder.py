@@ -11,32 +11,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from reid_pipeline.embed.model import IMAGENET_MEAN, IMAGENET_STD, ReIDModel
-from reid_pipeline.utils import progress
-
-if TYPE_CHECKING:
-    from reid_pipeline.types import ImageRecord
 
 log = logging.getLogger(__name__)
 
 
-def crops_to_batch(crops: Sequence[np.ndarray], height: int, width: int,
-                   device: torch.device | str) -> torch.Tensor:
+def crops_to_batch(
+    crops: Sequence[np.ndarray], height: int, width: int, device: torch.device | str
+) -> torch.Tensor:
     """Resize BGR uint8 crops on ``device`` into an RGB uint8 batch (N, 3, height, width)."""
     if not crops:
         return torch.zeros(0, 3, height, width, dtype=torch.uint8, device=device)
     arrays = []
     for i, c in enumerate(crops):
         a = np.asarray(c)
-        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-            raise ValueError(f"crop {i}: expected a BGR uint8 (H, W, 3) image, got "
-                             f"{a.dtype} {a.shape}")
+        if (
+            a.dtype != np.uint8
+            or a.ndim != 3
+            or a.shape[2] != 3
+            or a.shape[0] < 1
+            or a.shape[1] < 1
+        ):
+            raise ValueError(
+                f"crop {i}: expected a BGR uint8 (H, W, 3) image, got {a.dtype} {a.shape}"
+            )
         arrays.append(np.ascontiguousarray(a))
     flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays]))
     dev = torch.device(device)
@@ -46,14 +49,19 @@ def crops_to_batch(crops: Sequence[np.ndarray], height: int, width: int,
     off = 0
     for i, a in enumerate(arrays):
         n = a.size
-        img = flat[off:off + n].view(a.shape[0], a.shape[1], 3)
+        img = flat[off : off + n].view(a.shape[0], a.shape[1], 3)
         off += n
         t = img.permute(2, 0, 1).flip(0)  # HWC BGR -> CHW RGB
         if t.shape[1] == height and t.shape[2] == width:
             out[i] = t
             continue
-        r = F.interpolate(t[None].float(), size=(height, width), mode="bilinear",
-                          align_corners=False, antialias=True)
+        r = F.interpolate(
+            t[None].float(),
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
         out[i] = r[0].round_().clamp_(0, 255).to(torch.uint8)
     return out
 
@@ -68,11 +76,19 @@ def normalize(batch_u8: torch.Tensor) -> torch.Tensor:
 class Embedder:
     """Batched, device-side embedding of crops with a ``ReIDModel`` (the serving path)."""
 
-    def __init__(self, model: ReIDModel, device: torch.device | str | None = None,
-                 batch: int = 128, half: bool = True, height: int | None = None,
-                 width: int | None = None) -> None:
+    def __init__(
+        self,
+        model: ReIDModel,
+        device: torch.device | str | None = None,
+        batch: int = 128,
+        half: bool = True,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> None:
         self.model = model
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = (
+            torch.device(device) if device is not None else next(model.parameters()).device
+        )
         self.model.to(self.device).eval()
         self.batch = max(1, int(batch))
         mh, mw = getattr(model, "input_size", (256, 128))
@@ -96,11 +112,14 @@ class Embedder:
         self.model.eval()
         with torch.inference_mode():
             for i in range(0, len(batch_u8), self.batch):
-                x = normalize(batch_u8[i:i + self.batch].to(self.device, non_blocking=True))
+                x = normalize(batch_u8[i : i + self.batch].to(self.device, non_blocking=True))
                 if self.cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
                     out.append(self.model.features(x).float())
         self.model.train(was)
         if not out:
@@ -111,20 +130,10 @@ class Embedder:
         """BGR uint8 crops of any size -> (N, D) float32 embeddings on the model's device."""
         if len(crops) == 0:
             return torch.zeros(0, self.dim, device=self.device)
-        parts = [self.embed_batch_u8(crops_to_batch(crops[i:i + self.batch], self.height,
-                                                    self.width, self.device))
-                 for i in range(0, len(crops), self.batch)]
-        return torch.cat(parts)
-
-    def embed_records(self, records: Sequence[ImageRecord], desc: str = "embed") -> torch.Tensor:
-        """Embed dataset images (read with ``reid_pipeline.datasets.market.read_image``) with a progress bar."""
-        from reid_pipeline.datasets.market import read_image
-
-        parts = []
-        steps = range(0, len(records), self.batch)
-        for i in progress(steps, desc=desc, total=len(steps), unit="batch"):
-            crops = [read_image(r.path) for r in records[i:i + self.batch]]
-            parts.append(self.embed_crops(crops))
-        if not parts:
-            return torch.zeros(0, self.dim, device=self.device)
+        parts = [
+            self.embed_batch_u8(
+                crops_to_batch(crops[i : i + self.batch], self.height, self.width, self.device)
+            )
+            for i in range(0, len(crops), self.batch)
+        ]
         return torch.cat(parts)

@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 class GraphedFeatures:
     """``model.features`` on RGB uint8 batches (B, 3, H, W), captured as a CUDA graph."""
 
-    def __init__(self, model: ReIDModel, batch: int, size: tuple[int, int],
-                 device: torch.device | str, half: bool = True) -> None:
+    def __init__(
+        self,
+        model: ReIDModel,
+        batch: int,
+        size: tuple[int, int],
+        device: torch.device | str,
+        half: bool = True,
+    ) -> None:
         self.model = model.eval()
         self.batch = int(batch)
         self.size = (int(size[0]), int(size[1]))
@@ -34,8 +40,9 @@ class GraphedFeatures:
         self.graph: torch.cuda.CUDAGraph | None = None
         if self.cuda:
             self.model.to(memory_format=torch.channels_last)
-            self.static_in = torch.zeros(self.batch, 3, *self.size, dtype=torch.uint8,
-                                         device=self.device)
+            self.static_in = torch.zeros(
+                self.batch, 3, *self.size, dtype=torch.uint8, device=self.device
+            )
             self._capture()
 
     def _forward(self, x_u8: torch.Tensor) -> torch.Tensor:
@@ -43,8 +50,12 @@ class GraphedFeatures:
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         # no autocast weight cache: cached casts made during capture would be graph-owned
-        with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False,
-                            enabled=self.cuda and self.dtype != torch.float32):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.dtype,
+            cache_enabled=False,
+            enabled=self.cuda and self.dtype != torch.float32,
+        ):
             return self.model.features(x).float()
 
     def _capture(self) -> None:
@@ -66,22 +77,23 @@ class GraphedFeatures:
     def __call__(self, x_u8: torch.Tensor) -> torch.Tensor:
         """Embeddings (N, D) float32 of any number N of uint8 images of ``size``."""
         if tuple(x_u8.shape[1:]) != (3, *self.size) or x_u8.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 (N, 3, {self.size[0]}, {self.size[1]}), got "
-                             f"{x_u8.dtype} {tuple(x_u8.shape)}")
+            raise ValueError(
+                f"expected uint8 (N, 3, {self.size[0]}, {self.size[1]}), got "
+                f"{x_u8.dtype} {tuple(x_u8.shape)}"
+            )
         if self.graph is None:
             with torch.inference_mode():
                 return self._forward(x_u8.to(self.device))
         outs = []
         for i in range(0, x_u8.shape[0], self.batch):
-            part = x_u8[i:i + self.batch]
+            part = x_u8[i : i + self.batch]
             n = part.shape[0]
             self.static_in[:n].copy_(part, non_blocking=True)
             if n < self.batch:
                 self.static_in[n:].zero_()
             self.graph.replay()
             outs.append(self.static_out[:n].clone())
-        return torch.cat(outs) if outs else torch.zeros(0, self.model.embed_dim,
-                                                        device=self.device)
+        return torch.cat(outs) if outs else torch.zeros(0, self.model.embed_dim, device=self.device)
 
 
 class FastEmbedder:
@@ -95,8 +107,9 @@ class FastEmbedder:
     :class:`GraphedFeatures`. Same inputs and outputs as ``Embedder.embed_crops``.
     """
 
-    def __init__(self, model: ReIDModel, device: torch.device | str, batch: int = 256,
-                 half: bool = True) -> None:
+    def __init__(
+        self, model: ReIDModel, device: torch.device | str, batch: int = 256, half: bool = True
+    ) -> None:
         self.device = torch.device(device)
         self.batch = int(batch)
         self.size = tuple(getattr(model, "input_size", (256, 128)))
@@ -119,23 +132,32 @@ class FastEmbedder:
         for i, c in enumerate(crops):
             a = np.asarray(c)
             if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
-                raise ValueError(f"crop {i}: expected a BGR uint8 (H, W, 3) image, got "
-                                 f"{a.dtype} {a.shape}")
-            canvas[i, :a.shape[0], :a.shape[1]] = a
+                raise ValueError(
+                    f"crop {i}: expected a BGR uint8 (H, W, 3) image, got {a.dtype} {a.shape}"
+                )
+            canvas[i, : a.shape[0], : a.shape[1]] = a
             boxes[i] = torch.tensor([i, 0.0, 0.0, float(a.shape[1]), float(a.shape[0])])
         t = torch.from_numpy(canvas)
         if self.device.type == "cuda":
             t = t.pin_memory()
         t = t.to(self.device, non_blocking=True)
         x = t.permute(0, 3, 1, 2).flip(1).float()  # NHWC BGR -> NCHW RGB
-        r = roi_align(x, boxes.to(self.device), output_size=self.size, spatial_scale=1.0,
-                      sampling_ratio=-1, aligned=True)
+        r = roi_align(
+            x,
+            boxes.to(self.device),
+            output_size=self.size,
+            spatial_scale=1.0,
+            sampling_ratio=-1,
+            aligned=True,
+        )
         return r.round_().clamp_(0, 255).to(torch.uint8)
 
     def embed_crops(self, crops: list) -> torch.Tensor:
         """(N, D) float32 embeddings on the device, in the order of ``crops``."""
         if len(crops) == 0:
             return torch.zeros(0, self.dim, device=self.device)
-        outs = [self.features(self.resize(list(crops[i:i + self.batch])))
-                for i in range(0, len(crops), self.batch)]
+        outs = [
+            self.features(self.resize(list(crops[i : i + self.batch])))
+            for i in range(0, len(crops), self.batch)
+        ]
         return torch.cat(outs)

@@ -40,7 +40,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
 }
 
 
@@ -64,8 +67,20 @@ class ReIDModel(nn.Module):
     (``platt_a``, ``platt_c``) are buffers, so calibration travels inside the state_dict.
     """
 
-    def __init__(self, backbone: str = "osnet_x1_0", num_classes: int = 1, embed_dim: int = 512,
-                 activation: str = "relu", height: int = 256, width: int = 128) -> None:
+    # buffers (register_buffer), declared so type checkers know they are tensors
+    platt_a: torch.Tensor
+    platt_c: torch.Tensor
+    calibrated: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: str = "osnet_x1_0",
+        num_classes: int = 1,
+        embed_dim: int = 512,
+        activation: str = "relu",
+        height: int = 256,
+        width: int = 128,
+    ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise CheckpointError(f"unknown adapter activation {activation!r}")
@@ -88,7 +103,8 @@ class ReIDModel(nn.Module):
         self.register_buffer("platt_a", torch.tensor(1.0))
         self.register_buffer("platt_c", torch.tensor(0.0))
         self.register_buffer("calibrated", torch.tensor(False))
-        self._version: str | None = None
+        # not ``_version``: nn.Module's own (an int) versions the state_dict's metadata
+        self._weights_version: str | None = None
         # "torch": the fp32 reference (evaluation, training); serving sets "auto" when
         # match.use_triton is on, so CUDA scores go through the Triton kernel
         self.scoring_backend = "torch"
@@ -97,23 +113,28 @@ class ReIDModel(nn.Module):
     # ------------------------------------------------------------------ description
     def arch(self) -> dict[str, Any]:
         """What is needed to rebuild this module before loading its state_dict."""
-        return {"backbone": self.arch_name, "embed_dim": self.embed_dim,
-                "activation": self.activation_name, "num_classes": self.num_classes,
-                "feat_dim": self.feat_dim, "height": self.input_size[0],
-                "width": self.input_size[1]}
+        return {
+            "backbone": self.arch_name,
+            "embed_dim": self.embed_dim,
+            "activation": self.activation_name,
+            "num_classes": self.num_classes,
+            "feat_dim": self.feat_dim,
+            "height": self.input_size[0],
+            "width": self.input_size[1],
+        }
 
     @property
     def model_version(self) -> str:
         """``<arch>-<sha256 of the weights, 12 hex>``: names the exact weights in a gallery row."""
-        if self._version is None:
+        if self._weights_version is None:
             self.refresh_version()
-        assert self._version is not None
-        return self._version
+        assert self._weights_version is not None
+        return self._weights_version
 
     def refresh_version(self) -> str:
         """Recompute the weights hash (call after training or loading changes the weights)."""
-        self._version = weights_version(self.arch_name, self.state_dict())
-        return self._version
+        self._weights_version = weights_version(self.arch_name, self.state_dict())
+        return self._weights_version
 
     # ------------------------------------------------------------------ forward paths
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -138,8 +159,7 @@ class ReIDModel(nn.Module):
     # ------------------------------------------------------------------ pair classifier
     def pair_scores(self, e_q: torch.Tensor, e_g: torch.Tensor) -> torch.Tensor:
         """Classifier score for every (query, gallery) pair, (Nq, Ng); higher = same person."""
-        return score_pairs(e_q, e_g, self.w.detach(), self.b.detach(),
-                           backend=self.scoring_backend)
+        return score_pairs(e_q, e_g, self.w.detach(), self.b.detach(), backend=self.scoring_backend)
 
     def pair_probability(self, e_q: torch.Tensor, e_g: torch.Tensor) -> torch.Tensor:
         """Calibrated P(same person) = sigmoid(a * s + c) for every pair, (Nq, Ng)."""
@@ -159,8 +179,9 @@ class ReIDModel(nn.Module):
         if n > max_norm:
             self.w.mul_(max_norm / n)
 
-    def calibrate(self, scores: torch.Tensor, labels: torch.Tensor, balanced: bool = True,
-                  steps: int = 200) -> tuple[float, float]:
+    def calibrate(
+        self, scores: torch.Tensor, labels: torch.Tensor, balanced: bool = True, steps: int = 200
+    ) -> tuple[float, float]:
         """Fit Platt's ``sigmoid(a*s + c)`` on validation pair scores and 0/1 labels.
 
         ``balanced`` weighs both classes equally (prior 0.5), so p = 0.5 is the point where
@@ -170,11 +191,17 @@ class ReIDModel(nn.Module):
         s = scores.detach().reshape(-1).float().cpu()
         y = labels.detach().reshape(-1).float().cpu()
         if s.numel() != y.numel() or s.numel() == 0:
-            raise ValueError(f"calibrate needs as many scores as labels, got {s.numel()}/{y.numel()}")
+            raise ValueError(
+                f"calibrate needs as many scores as labels, got {s.numel()}/{y.numel()}"
+            )
         npos, nneg = float(y.sum()), float((1 - y).sum())
         if npos == 0 or nneg == 0:
             raise ValueError("calibrate needs both matching and non-matching pairs")
-        wts = torch.where(y > 0, 0.5 / npos, 0.5 / nneg) if balanced else torch.full_like(y, 1 / len(y))
+        wts = (
+            torch.where(y > 0, 0.5 / npos, 0.5 / nneg)
+            if balanced
+            else torch.full_like(y, 1 / len(y))
+        )
         mu, sd = s.mean(), s.std().clamp_min(1e-6)
         x = (s - mu) / sd
         p = torch.zeros(2, requires_grad=True)
@@ -182,8 +209,12 @@ class ReIDModel(nn.Module):
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = (wts * nn.functional.binary_cross_entropy_with_logits(
-                p[0] * x + p[1], y, reduction="none")).sum()
+            loss = (
+                wts
+                * nn.functional.binary_cross_entropy_with_logits(
+                    p[0] * x + p[1], y, reduction="none"
+                )
+            ).sum()
             loss.backward()
             return loss
 
@@ -194,19 +225,23 @@ class ReIDModel(nn.Module):
         self.platt_a.fill_(a)
         self.platt_c.fill_(c)
         self.calibrated.fill_(True)
-        self._version = None
+        self._weights_version = None
         log.info("calibrated pair probabilities: a=%.4g c=%.4g on %d pairs", a, c, len(y))
         return a, c
 
     def calibration(self) -> dict[str, float | bool]:
-        return {"a": float(self.platt_a), "c": float(self.platt_c),
-                "calibrated": bool(self.calibrated)}
+        return {
+            "a": float(self.platt_a),
+            "c": float(self.platt_c),
+            "calibrated": bool(self.calibrated),
+        }
 
     # ------------------------------------------------------------------ zoo import
     def init_from_backbone(self) -> None:
         """Make the adapter pass the backbone's features through (identity or orthogonal) and
         ``w`` uniform, so an imported zoo backbone is usable before any training."""
         lin, bn = self.adapter[0], self.adapter[1]
+        assert isinstance(lin, nn.Linear) and isinstance(bn, nn.BatchNorm1d)
         with torch.no_grad():
             if self.feat_dim == self.embed_dim:
                 lin.weight.copy_(torch.eye(self.embed_dim))
@@ -217,7 +252,7 @@ class ReIDModel(nn.Module):
             bn.bias.zero_()
             self.w.fill_(1.0 / math.sqrt(self.embed_dim))
             self.b.zero_()
-        self._version = None
+        self._weights_version = None
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -230,21 +265,33 @@ def _torch_load(path: Path) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle/zip errors, truncation, unsafe globals...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read as a torch checkpoint "
-                              f"(corrupt, truncated or not a checkpoint): {first[:200]}") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read as a torch checkpoint "
+            f"(corrupt, truncated or not a checkpoint): {first[:200]}"
+        ) from None
 
 
 def _strip_prefix(sd: dict[str, Any]) -> dict[str, Any]:
     if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
+        return {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
 def _guess_arch(sd: dict[str, torch.Tensor]) -> str | None:
     """Which common torchreid architecture a zoo state_dict fits exactly (shapes), if any."""
-    candidates = ["osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ain_x1_0",
-                  "osnet_ain_x0_25", "osnet_ibn_x1_0", "resnet50", "resnet50_fc512", "resnet18",
-                  "mobilenetv2_x1_0"]
+    candidates = [
+        "osnet_x1_0",
+        "osnet_x0_75",
+        "osnet_x0_5",
+        "osnet_x0_25",
+        "osnet_ain_x1_0",
+        "osnet_ain_x0_25",
+        "osnet_ibn_x1_0",
+        "resnet50",
+        "resnet50_fc512",
+        "resnet18",
+        "mobilenetv2_x1_0",
+    ]
     want = {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("classifier.")}
     for name in candidates:
         try:
@@ -262,10 +309,18 @@ def _guess_arch(sd: dict[str, torch.Tensor]) -> str | None:
 def _load_zoo(path: Path, sd: dict[str, Any], mcfg: ModelConfig) -> ReIDModel:
     sd = _strip_prefix(sd)
     if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"checkpoint {str(path)!r} is neither a reid_pipeline checkpoint "
-                              "nor a torchreid state_dict")
-    model = ReIDModel(mcfg.backbone, num_classes=1, embed_dim=mcfg.embed_dim,
-                      activation="identity", height=mcfg.height, width=mcfg.width)
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is neither a reid_pipeline checkpoint "
+            "nor a torchreid state_dict"
+        )
+    model = ReIDModel(
+        mcfg.backbone,
+        num_classes=1,
+        embed_dim=mcfg.embed_dim,
+        activation="identity",
+        height=mcfg.height,
+        width=mcfg.width,
+    )
     back = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
     try:
         model.backbone.load_state_dict(back, strict=True)
@@ -274,13 +329,19 @@ def _load_zoo(path: Path, sd: dict[str, Any], mcfg: ModelConfig) -> ReIDModel:
         if other and other != mcfg.backbone:
             raise CheckpointError(
                 f"checkpoint {str(path)!r} is a torchreid {other} model but model.backbone is "
-                f"{mcfg.backbone} (set model.backbone={other})") from None
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit architecture "
-                              f"{mcfg.backbone} (model.backbone): keys or shapes differ") from None
+                f"{mcfg.backbone} (set model.backbone={other})"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit architecture "
+            f"{mcfg.backbone} (model.backbone): keys or shapes differ"
+        ) from None
     model.init_from_backbone()
     model.source = f"torchreid-zoo:{path.name}"
-    log.info("imported torchreid %s backbone from %s (adapter passes features through, "
-             "uniform w)", mcfg.backbone, path)
+    log.info(
+        "imported torchreid %s backbone from %s (adapter passes features through, uniform w)",
+        mcfg.backbone,
+        path,
+    )
     return model
 
 
@@ -292,17 +353,26 @@ def _load_ours(path: Path, ck: dict[str, Any], mcfg: ModelConfig | None) -> ReID
     if mcfg is not None and arch.get("backbone") != mcfg.backbone:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is a {arch.get('backbone')} model but model.backbone is "
-            f"{mcfg.backbone} (set model.backbone={arch.get('backbone')})")
+            f"{mcfg.backbone} (set model.backbone={arch.get('backbone')})"
+        )
     try:
-        model = ReIDModel(str(arch["backbone"]), num_classes=int(arch["num_classes"]),
-                          embed_dim=int(arch["embed_dim"]), activation=str(arch["activation"]),
-                          height=int(arch.get("height", 256)), width=int(arch.get("width", 128)))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in _strip_prefix(sd).items()}, strict=True)
+        model = ReIDModel(
+            str(arch["backbone"]),
+            num_classes=int(arch["num_classes"]),
+            embed_dim=int(arch["embed_dim"]),
+            activation=str(arch["activation"]),
+            height=int(arch.get("height", 256)),
+            width=int(arch.get("width", 128)),
+        )
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in _strip_prefix(sd).items()},
+            strict=True,
+        )
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} does not match its declared "
-                              f"architecture: {first}") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not match its declared architecture: {first}"
+        ) from None
     model.source = str(path)
     return model
 
@@ -336,7 +406,8 @@ def load_model(spec: str, cfg: ModelConfig, device: torch.device | str = "cpu") 
             raise CheckpointError(
                 f"the bundled default checkpoint {str(path)!r} is not there; pass "
                 "--checkpoint PATH (ours or a torchreid model-zoo file) or train one with "
-                "`reid train`")
+                "`reid train`"
+            )
     else:
         path = Path(spec).expanduser()
     ck = _torch_load(path)
@@ -348,8 +419,9 @@ def load_model(spec: str, cfg: ModelConfig, device: torch.device | str = "cpu") 
             raise CheckpointError(f"checkpoint {str(path)!r} has a state_dict that is not a dict")
         model = _load_zoo(path, dict(inner), cfg)
     else:
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(ck).__name__}, "
-                              "not a checkpoint dict")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(ck).__name__}, not a checkpoint dict"
+        )
     model.to(device).eval()
     model.refresh_version()
     return model
@@ -362,9 +434,15 @@ def _rng_state() -> dict[str, Any]:
     return st
 
 
-def save_checkpoint(path: str | Path, model: ReIDModel, cfg: Config, epoch: int = 0,
-                    optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: ReIDModel,
+    cfg: Config,
+    epoch: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a full training checkpoint atomically (tmp file + rename: a crash never leaves a
     half-written file where a good one was). Carries the frozen config and code version."""
     from reid_pipeline import __version__
@@ -391,8 +469,12 @@ def save_checkpoint(path: str | Path, model: ReIDModel, cfg: Config, epoch: int 
     return p
 
 
-def export_fp16(path: str | Path, model: ReIDModel, cfg: Config | None = None,
-                extra: dict[str, Any] | None = None) -> Path:
+def export_fp16(
+    path: str | Path,
+    model: ReIDModel,
+    cfg: Config | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """The small shipped form: fp16 weights (no identity head, no optimizer), config,
     calibration. The head is dropped because only training uses it."""
     from reid_pipeline import __version__
@@ -405,12 +487,22 @@ def export_fp16(path: str | Path, model: ReIDModel, cfg: Config | None = None,
     for k, v in model.state_dict().items():
         if k == "head.weight":
             v = torch.zeros(1, v.shape[1], dtype=v.dtype)
-        sd[k] = v.detach().cpu().half() if v.is_floating_point() and k not in (
-            "w", "b", "platt_a", "platt_c") else v.detach().cpu()
-    ck = {"format": CHECKPOINT_FORMAT, "arch": arch, "state_dict": sd,
-          "config": cfg.to_dict() if cfg is not None else {},
-          "model_version": weights_version(model.arch_name, sd), "code_version": __version__,
-          "calibration": model.calibration(), "epoch": -1, "extra": extra or {}}
+        sd[k] = (
+            v.detach().cpu().half()
+            if v.is_floating_point() and k not in ("w", "b", "platt_a", "platt_c")
+            else v.detach().cpu()
+        )
+    ck = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "state_dict": sd,
+        "config": cfg.to_dict() if cfg is not None else {},
+        "model_version": weights_version(model.arch_name, sd),
+        "code_version": __version__,
+        "calibration": model.calibration(),
+        "epoch": -1,
+        "extra": extra or {},
+    }
     tmp = p.with_name(p.name + ".tmp")
     torch.save(ck, str(tmp))
     tmp.replace(p)

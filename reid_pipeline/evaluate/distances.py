@@ -33,8 +33,9 @@ def _self_score(model: Any, ref: torch.Tensor) -> torch.Tensor:
     return model.pair_scores(ref[:1], ref[:1])[0, 0]
 
 
-def distance(mode: str, model: Any, a: torch.Tensor, b: torch.Tensor,
-             chunk: int = 2048, warn: bool = True) -> torch.Tensor:
+def distance(
+    mode: str, model: Any, a: torch.Tensor, b: torch.Tensor, chunk: int = 2048, warn: bool = True
+) -> torch.Tensor:
     """(len(a), len(b)) float32 distances for ``mode``, in row chunks to bound memory."""
     check_modes([mode])
     a, b = a.float(), b.float()
@@ -46,20 +47,22 @@ def distance(mode: str, model: Any, a: torch.Tensor, b: torch.Tensor,
     else:
         base = _self_score(model, a if len(a) else b)
     for s in range(0, len(a), chunk):
-        x = a[s:s + chunk]
+        x = a[s : s + chunk]
         if mode == "euclidean":
             d = (x * x).sum(1, keepdim=True) + bb[None] - 2.0 * x @ b.T
-            out[s:s + chunk] = d.clamp_(min=0)
+            out[s : s + chunk] = d.clamp_(min=0)
         elif mode == "cosine":
-            out[s:s + chunk] = 1.0 - torch.nn.functional.normalize(x, dim=1) @ bn.T
+            out[s : s + chunk] = 1.0 - torch.nn.functional.normalize(x, dim=1) @ bn.T
         else:
-            out[s:s + chunk] = base - model.pair_scores(x, b).float()
+            out[s : s + chunk] = base - model.pair_scores(x, b).float()
     if mode == "dissimilarity" and warn:
         neg = int((out < -1e-5 * (1 + out.abs().max())).sum())
         if neg:
-            log.warning("dissimilarity: %d pair distances b - s are negative (classifier weights "
-                        "w have negative entries); ranking is unaffected, re-ranking clamps at 0",
-                        neg)
+            log.warning(
+                "dissimilarity: %d pair distances b - s are negative (classifier weights "
+                "w have negative entries); ranking is unaffected, re-ranking clamps at 0",
+                neg,
+            )
     return out
 
 
@@ -92,13 +95,15 @@ def pairs_function(mode: str, model: Any, feats: torch.Tensor) -> Any:
         out = []
         with torch.no_grad():
             for s in range(0, len(rows), step):
-                a = f[torch.as_tensor(rows[s:s + step], device=f.device)]
-                b = f[torch.as_tensor(cols[s:s + step], device=f.device)]
+                a = f[torch.as_tensor(rows[s : s + step], device=f.device)]
+                b = f[torch.as_tensor(cols[s : s + step], device=f.device)]
                 if mode == "euclidean":
                     d = ((a * a).sum(1) + (b * b).sum(1) - 2.0 * (a * b).sum(1)).clamp_(min=0)
                 elif mode == "cosine":
-                    d = 1.0 - (torch.nn.functional.normalize(a, dim=1)
-                               * torch.nn.functional.normalize(b, dim=1)).sum(1)
+                    d = 1.0 - (
+                        torch.nn.functional.normalize(a, dim=1)
+                        * torch.nn.functional.normalize(b, dim=1)
+                    ).sum(1)
                 else:
                     d = ((a - b).abs() * w).sum(1)
                 out.append(d.clamp_(min=0).cpu().numpy())

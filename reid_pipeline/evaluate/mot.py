@@ -49,11 +49,32 @@ PEDESTRIAN = 1
 DISTRACTOR_CLASSES = (2, 7, 8, 12)
 
 # what is computed and reported, in py-motmetrics' names
-METRICS = ["mota", "motp", "idf1", "idp", "idr", "recall", "precision", "num_switches",
-           "num_fragmentations", "mostly_tracked", "partially_tracked", "mostly_lost",
-           "num_false_positives", "num_misses", "num_matches", "num_objects",
-           "num_predictions", "num_unique_objects", "num_transfer", "num_ascend",
-           "num_migrate", "idtp", "idfp", "idfn"]
+METRICS = [
+    "mota",
+    "motp",
+    "idf1",
+    "idp",
+    "idr",
+    "recall",
+    "precision",
+    "num_switches",
+    "num_fragmentations",
+    "mostly_tracked",
+    "partially_tracked",
+    "mostly_lost",
+    "num_false_positives",
+    "num_misses",
+    "num_matches",
+    "num_objects",
+    "num_predictions",
+    "num_unique_objects",
+    "num_transfer",
+    "num_ascend",
+    "num_migrate",
+    "idtp",
+    "idfp",
+    "idfn",
+]
 
 
 def library_version() -> str:
@@ -106,12 +127,15 @@ def read_seqinfo(folder: str | Path) -> SeqInfo:
     """Read ``<folder>/seqinfo.ini``; ``InputError`` naming the file when it is unusable."""
     root = Path(folder)
     if not root.is_dir():
-        raise InputError(f"MOTChallenge sequence folder {str(root)!r} does not exist or is "
-                         "not a folder")
+        raise InputError(
+            f"MOTChallenge sequence folder {str(root)!r} does not exist or is not a folder"
+        )
     ini = root / "seqinfo.ini"
     if not ini.is_file():
-        raise InputError(f"{str(ini)!r} does not exist: a MOTChallenge sequence folder holds "
-                         "seqinfo.ini, gt/gt.txt and img1/")
+        raise InputError(
+            f"{str(ini)!r} does not exist: a MOTChallenge sequence folder holds "
+            "seqinfo.ini, gt/gt.txt and img1/"
+        )
     cp = configparser.ConfigParser()
     try:
         cp.read_string(ini.read_text(encoding="utf-8"))
@@ -136,11 +160,16 @@ def read_seqinfo(folder: str | Path) -> SeqInfo:
     length = number("seqLength", int)
     if length < 1:
         raise InputError(f"{str(ini)!r}: seqLength must be >= 1, got {length}")
-    return SeqInfo(root=root, name=sec.get("name", root.name).strip() or root.name,
-                   length=length, frame_rate=number("frameRate", float, 0.0),
-                   width=number("imWidth", int, 0), height=number("imHeight", int, 0),
-                   im_dir=sec.get("imDir", "img1").strip() or "img1",
-                   im_ext=sec.get("imExt", ".jpg").strip())
+    return SeqInfo(
+        root=root,
+        name=sec.get("name", root.name).strip() or root.name,
+        length=length,
+        frame_rate=number("frameRate", float, 0.0),
+        width=number("imWidth", int, 0),
+        height=number("imHeight", int, 0),
+        im_dir=sec.get("imDir", "img1").strip() or "img1",
+        im_ext=sec.get("imExt", ".jpg").strip(),
+    )
 
 
 def _rows(path: Path, what: str, min_cols: int, max_cols: int) -> tuple[np.ndarray, list[int]]:
@@ -161,18 +190,21 @@ def _rows(path: Path, what: str, min_cols: int, max_cols: int) -> tuple[np.ndarr
             continue
         parts = [p.strip() for p in line.split(",")] if "," in line else line.split()
         if not min_cols <= len(parts) <= max_cols:
-            raise InputError(f"{what} {name}, line {lineno}: {len(parts)} columns, expected "
-                             f"{min_cols} to {max_cols} (frame,id,x,y,w,h,...)")
+            raise InputError(
+                f"{what} {name}, line {lineno}: {len(parts)} columns, expected "
+                f"{min_cols} to {max_cols} (frame,id,x,y,w,h,...)"
+            )
         try:
             vals = [float(v) for v in parts]
         except ValueError:
-            raise InputError(f"{what} {name}, line {lineno}: not numbers: "
-                             f"{line[:60]!r}") from None
+            raise InputError(f"{what} {name}, line {lineno}: not numbers: {line[:60]!r}") from None
         if not all(math.isfinite(v) for v in vals[:6]):
             raise InputError(f"{what} {name}, line {lineno}: frame, id and box must be finite")
         if vals[0] < 1 or vals[0] != int(vals[0]) or vals[1] != int(vals[1]):
-            raise InputError(f"{what} {name}, line {lineno}: frame must be a 1-based integer "
-                             f"and id an integer, got {parts[0]}, {parts[1]}")
+            raise InputError(
+                f"{what} {name}, line {lineno}: frame must be a 1-based integer "
+                f"and id an integer, got {parts[0]}, {parts[1]}"
+            )
         rows.append(vals + [-1.0] * (max_cols - len(vals)))
         counts.append(len(parts))
     a = np.asarray(rows, np.float64).reshape(-1, max_cols)
@@ -197,37 +229,47 @@ def read_gt(path: str | Path, seq: SeqInfo | None = None, fmt: str = "auto") -> 
     """Read a MOTChallenge ground truth (``fmt``: ``auto``, ``mot15`` or ``mot16``)."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"ground truth {str(p)!r} does not exist (a MOTChallenge sequence "
-                         "holds it as gt/gt.txt)")
+        raise InputError(
+            f"ground truth {str(p)!r} does not exist (a MOTChallenge sequence "
+            "holds it as gt/gt.txt)"
+        )
     a, counts = _rows(p, "ground truth", 7, 10)
     if counts and len(set(counts)) > 1:
         first = counts[0]
         bad = next(i for i, c in enumerate(counts) if c != first)
-        raise InputError(f"ground truth {str(p)!r}: rows have {first} and {counts[bad]} "
-                         f"columns (data row {bad + 1}); every row needs the same columns")
+        raise InputError(
+            f"ground truth {str(p)!r}: rows have {first} and {counts[bad]} "
+            f"columns (data row {bad + 1}); every row needs the same columns"
+        )
     ncols = counts[0] if counts else 7
     if fmt == "auto":
         fmt = "mot16" if ncols == 9 else "mot15"
     if fmt == "mot16" and ncols < 9:
-        raise InputError(f"ground truth {str(p)!r}: {ncols} columns, MOT16+ ground truth has "
-                         "9 (frame,id,x,y,w,h,flag,class,visibility)")
+        raise InputError(
+            f"ground truth {str(p)!r}: {ncols} columns, MOT16+ ground truth has "
+            "9 (frame,id,x,y,w,h,flag,class,visibility)"
+        )
     if seq is not None and len(a) and a[:, 0].max() > seq.length:
         row = int(np.argmax(a[:, 0] > seq.length))
-        raise InputError(f"ground truth {str(p)!r}, data row {row + 1}: frame "
-                         f"{int(a[row, 0])} lies beyond seqLength={seq.length} of "
-                         f"{str(seq.ini)!r}")
+        raise InputError(
+            f"ground truth {str(p)!r}, data row {row + 1}: frame "
+            f"{int(a[row, 0])} lies beyond seqLength={seq.length} of "
+            f"{str(seq.ini)!r}"
+        )
     flag = a[:, 6]
     if fmt == "mot16":
         cls, vis = a[:, 7], a[:, 8]
         # motmetrics.utils.CLEAR_MOT_M: Confidence >= 0.99 & ClassId == 1
         scored = (flag >= 0.99) & (cls == PEDESTRIAN)
-        ignore = (np.isin(cls, DISTRACTOR_CLASSES) | (vis < 0)
-                  | ((flag < 0.99) & (cls == PEDESTRIAN)))
+        ignore = (
+            np.isin(cls, DISTRACTOR_CLASSES) | (vis < 0) | ((flag < 0.99) & (cls == PEDESTRIAN))
+        )
     else:
         scored = flag > 0
         ignore = ~scored
-    return GroundTruth(p, fmt, a[:, 0].astype(np.int64), a[:, 1].astype(np.int64),
-                       a[:, 2:6].copy(), scored, ignore)
+    return GroundTruth(
+        p, fmt, a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2:6].copy(), scored, ignore
+    )
 
 
 @dataclass
@@ -243,8 +285,13 @@ class MotResult:
     def to_sequence(self, frame_offset: int = 0, scale: float = 1.0) -> MotResult:
         """The result in the sequence's frames and pixels: frames + ``frame_offset`` (a
         video cut to part of the sequence), boxes / ``scale`` (a resized video)."""
-        return MotResult(self.path, self.frame + int(frame_offset), self.ident,
-                         self.box / float(scale), self.conf)
+        return MotResult(
+            self.path,
+            self.frame + int(frame_offset),
+            self.ident,
+            self.box / float(scale),
+            self.conf,
+        )
 
 
 def read_result(path: str | Path) -> MotResult:
@@ -253,12 +300,15 @@ def read_result(path: str | Path) -> MotResult:
     a, _ = _rows(p, "MOT result file", 6, 10)
     frame, ident = a[:, 0].astype(np.int64), a[:, 1].astype(np.int64)
     if len(a):
-        _, first, counts = np.unique(np.stack([frame, ident], 1), axis=0,
-                                     return_index=True, return_counts=True)
+        _, first, counts = np.unique(
+            np.stack([frame, ident], 1), axis=0, return_index=True, return_counts=True
+        )
         if (counts > 1).any():
             k = int(first[np.argmax(counts > 1)])
-            raise InputError(f"MOT result file {str(p)!r}: id {ident[k]} appears more than once "
-                             f"in frame {frame[k]}")
+            raise InputError(
+                f"MOT result file {str(p)!r}: id {ident[k]} appears more than once "
+                f"in frame {frame[k]}"
+            )
     return MotResult(p, frame, ident, a[:, 2:6].copy(), a[:, 6].copy())
 
 
@@ -269,8 +319,10 @@ def sequence_frames(spec: str, seq: SeqInfo) -> tuple[int, int]:
         return 1, seq.length
     a, b = part
     if b > seq.length:
-        raise InputError(f"frames {a}:{b} lie outside the sequence: {str(seq.ini)!r} has "
-                         f"seqLength={seq.length} (mot_eval.frames)")
+        raise InputError(
+            f"frames {a}:{b} lie outside the sequence: {str(seq.ini)!r} has "
+            f"seqLength={seq.length} (mot_eval.frames)"
+        )
     return a, b
 
 
@@ -289,8 +341,9 @@ def iou_distance(objs: np.ndarray, hyps: np.ndarray, max_iou: float) -> np.ndarr
     return np.where(dist > max_iou, np.nan, dist)
 
 
-def accumulate(gt: GroundTruth, res: MotResult, frames: tuple[int, int],
-               iou: float = 0.5) -> tuple[Any, int]:
+def accumulate(
+    gt: GroundTruth, res: MotResult, frames: tuple[int, int], iou: float = 0.5
+) -> tuple[Any, int]:
     """A py-motmetrics accumulator of ``res`` against ``gt`` over ``frames`` (inclusive),
     and how many predictions fell on ignored regions (dropped)."""
     import motmetrics as mm
@@ -312,16 +365,19 @@ def accumulate(gt: GroundTruth, res: MotResult, frames: tuple[int, int],
             # gt row of the frame; predictions taken by an ignored region are dropped
             d = iou_distance(gt.box[gi], res.box[ri], max_d)
             rows, cols = linear_sum_assignment(d)
-            drop = {int(c) for r, c in zip(rows, cols)
-                    if np.isfinite(d[r, c]) and gt.ignore[gi[r]]}
+            drop = {int(c) for r, c in zip(rows, cols) if np.isfinite(d[r, c]) and gt.ignore[gi[r]]}
             if drop:
                 dropped += len(drop)
                 ri = ri[[j for j in range(len(ri)) if j not in drop]]
         gi = gi[gt.scored[gi]]
         if not len(gi) and not len(ri):
             continue
-        acc.update(gt.ident[gi].tolist(), res.ident[ri].tolist(),
-                   iou_distance(gt.box[gi], res.box[ri], max_d), frameid=f)
+        acc.update(
+            gt.ident[gi].tolist(),
+            res.ident[ri].tolist(),
+            iou_distance(gt.box[gi], res.box[ri], max_d),
+            frameid=f,
+        )
     return acc, dropped
 
 
@@ -334,8 +390,9 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def evaluate(gt: GroundTruth, res: MotResult, frames: tuple[int, int],
-             iou: float = 0.5) -> dict[str, Any]:
+def evaluate(
+    gt: GroundTruth, res: MotResult, frames: tuple[int, int], iou: float = 0.5
+) -> dict[str, Any]:
     """py-motmetrics' figures of ``res`` over ``frames``, as plain JSON-able numbers.
 
     Adds ``motp_iou`` (MOTChallenge's MOTP: the mean IoU of the matches; py-motmetrics'
@@ -351,8 +408,10 @@ def evaluate(gt: GroundTruth, res: MotResult, frames: tuple[int, int],
         # nothing to score at all (no gt, no predictions in these frames)
         vals: dict[str, Any] = {m: None for m in METRICS}
     else:
-        vals = {k: _plain(v) for k, v in
-                mh.compute(acc, metrics=METRICS, return_dataframe=False).items()}
+        vals = {
+            k: _plain(v)
+            for k, v in mh.compute(acc, metrics=METRICS, return_dataframe=False).items()
+        }
     lo, hi = frames
     r_in = (res.frame >= lo) & (res.frame <= hi)
     vals["motp_iou"] = None if vals.get("motp") is None else 1.0 - vals["motp"]
@@ -367,8 +426,13 @@ def evaluate(gt: GroundTruth, res: MotResult, frames: tuple[int, int],
 # ---------------------------------------------------------------- det.txt for a resized video
 
 
-def convert_det(src: str | Path, dst: str | Path, scale: float, frame_offset: int,
-                frames: tuple[int, int] | None = None) -> Path:
+def convert_det(
+    src: str | Path,
+    dst: str | Path,
+    scale: float,
+    frame_offset: int,
+    frames: tuple[int, int] | None = None,
+) -> Path:
     """Write ``src`` (a sequence's ``det.txt``) for a video of ``scale`` times its size
     whose frame ``n`` is the sequence's frame ``n + frame_offset``; rows outside ``frames``
     (sequence numbering) are left out."""
@@ -394,14 +458,25 @@ def convert_det(src: str | Path, dst: str | Path, scale: float, frame_offset: in
 # ---------------------------------------------------------------- report
 
 
-_COLUMNS = [("MOTA", "mota", "pct"), ("MOTP", "motp_iou", "pct"), ("IDF1", "idf1", "pct"),
-            ("IDP", "idp", "pct"), ("IDR", "idr", "pct"), ("Rcll", "recall", "pct"),
-            ("Prcn", "precision", "pct"), ("IDsw", "num_switches", "int"),
-            ("Frag", "num_fragmentations", "int"), ("MT", "mostly_tracked", "int"),
-            ("PT", "partially_tracked", "int"), ("ML", "mostly_lost", "int"),
-            ("FP", "num_false_positives", "int"), ("FN", "num_misses", "int"),
-            ("GT", "num_unique_objects", "int"), ("IDs", "num_unique_predictions", "int"),
-            ("HOTA", "hota", "pct")]
+_COLUMNS = [
+    ("MOTA", "mota", "pct"),
+    ("MOTP", "motp_iou", "pct"),
+    ("IDF1", "idf1", "pct"),
+    ("IDP", "idp", "pct"),
+    ("IDR", "idr", "pct"),
+    ("Rcll", "recall", "pct"),
+    ("Prcn", "precision", "pct"),
+    ("IDsw", "num_switches", "int"),
+    ("Frag", "num_fragmentations", "int"),
+    ("MT", "mostly_tracked", "int"),
+    ("PT", "partially_tracked", "int"),
+    ("ML", "mostly_lost", "int"),
+    ("FP", "num_false_positives", "int"),
+    ("FN", "num_misses", "int"),
+    ("GT", "num_unique_objects", "int"),
+    ("IDs", "num_unique_predictions", "int"),
+    ("HOTA", "hota", "pct"),
+]
 
 
 def render_table(rows: dict[str, dict[str, Any]]) -> str:
@@ -423,6 +498,20 @@ def render_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METRICS", "GroundTruth", "MotResult", "SeqInfo", "accumulate", "convert_det",
-           "evaluate", "has_hota", "iou_distance", "library_version", "read_gt",
-           "read_result", "read_seqinfo", "render_table", "sequence_frames"]
+__all__ = [
+    "METRICS",
+    "GroundTruth",
+    "MotResult",
+    "SeqInfo",
+    "accumulate",
+    "convert_det",
+    "evaluate",
+    "has_hota",
+    "iou_distance",
+    "library_version",
+    "read_gt",
+    "read_result",
+    "read_seqinfo",
+    "render_table",
+    "sequence_frames",
+]

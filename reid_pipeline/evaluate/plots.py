@@ -26,13 +26,21 @@ def plot_cmc(results: dict[str, RankResult], path: str | Path, title: str = "") 
     for name, r in results.items():
         base = name.split("+")[0]
         ranks = np.arange(1, len(r.cmc) + 1)
-        ax.plot(ranks, 100 * r.cmc, linestyle="--" if "+rerank" in name else "-",
-                color=colors.get(base), marker="o" if len(ranks) <= 20 else None, markersize=3,
-                label=f"{name}: R1 {100 * r.rank(1):.1f}, mAP {100 * r.mAP:.1f}")
+        ax.plot(
+            ranks,
+            100 * r.cmc,
+            linestyle="--" if "+rerank" in name else "-",
+            color=colors.get(base),
+            marker="o" if len(ranks) <= 20 else None,
+            markersize=3,
+            label=f"{name}: R1 {100 * r.rank(1):.1f}, mAP {100 * r.mAP:.1f}",
+        )
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_xscale("log")
-    ticks = [t for t in (1, 2, 5, 10, 20, 50, 100) if t <= max(len(r.cmc) for r in results.values())]
+    ticks = [
+        t for t in (1, 2, 5, 10, 20, 50, 100) if t <= max(len(r.cmc) for r in results.values())
+    ]
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_ylim(0, 100)
@@ -46,8 +54,9 @@ def plot_cmc(results: dict[str, RankResult], path: str | Path, title: str = "") 
     return out
 
 
-def _tile(path: str, h: int, w: int, color: tuple[int, int, int] | None, border: int = 4
-          ) -> np.ndarray:
+def _tile(
+    path: str, h: int, w: int, color: tuple[int, int, int] | None, border: int = 4
+) -> np.ndarray:
     import cv2
 
     from reid_pipeline.datasets.market import read_image
@@ -60,7 +69,7 @@ def _tile(path: str, h: int, w: int, color: tuple[int, int, int] | None, border:
     tile = np.full((h, w, 3), 255, np.uint8)
     if color is not None:
         tile[:] = color
-    tile[border:h - border, border:w - border] = img
+    tile[border : h - border, border : w - border] = img
     return tile
 
 
@@ -76,9 +85,15 @@ def pick_queries(query: list[ImageRecord], gallery: list[ImageRecord], n: int) -
     return sorted({ok[int(i)] for i in np.linspace(0, len(ok) - 1, min(n, len(ok)))})
 
 
-def plot_ranked_lists(distmat: np.ndarray, query: list[ImageRecord], gallery: list[ImageRecord],
-                      path: str | Path, queries: list[int], topk: int = 10,
-                      tile: tuple[int, int] = (128, 64)) -> Path:
+def plot_ranked_lists(
+    distmat: np.ndarray,
+    query: list[ImageRecord],
+    gallery: list[ImageRecord],
+    path: str | Path,
+    queries: list[int],
+    topk: int = 10,
+    tile: tuple[int, int] = (128, 64),
+) -> Path:
     """One row per query: the query (grey border), then its top ``topk`` gallery images with a
     green (same identity) or red (different) border; protocol-removed images skipped."""
     import cv2
@@ -99,10 +114,7 @@ def plot_ranked_lists(distmat: np.ndarray, query: list[ImageRecord], gallery: li
             tiles.append(np.full((h, w, 3), 255, np.uint8))
         rows.append(np.concatenate(tiles, axis=1))
         rows.append(np.full((6, rows[-1].shape[1], 3), 255, np.uint8))
-    if not rows:
-        canvas = np.full((h, w, 3), 255, np.uint8)
-    else:
-        canvas = np.concatenate(rows[:-1], axis=0)
+    canvas = np.concatenate(rows[:-1], axis=0) if rows else np.full((h, w, 3), 255, np.uint8)
     out = Path(path)
     if not cv2.imwrite(str(out), canvas):
         from reid_pipeline.errors import OutputError

@@ -49,8 +49,13 @@ class RankResult:
 
     def summary(self) -> dict[str, float]:
         """The figures reported per matching mode in metrics.json."""
-        return {"rank1": self.rank(1), "rank5": self.rank(5), "rank10": self.rank(10),
-                "mAP": float(self.mAP), "mINP": float(self.mINP)}
+        return {
+            "rank1": self.rank(1),
+            "rank5": self.rank(5),
+            "rank10": self.rank(10),
+            "mAP": float(self.mAP),
+            "mINP": float(self.mINP),
+        }
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -59,18 +64,28 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return np.asarray(x)
 
 
-def _check_inputs(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any,
-                  g_camids: Any) -> tuple[np.ndarray, ...]:
+def _check_inputs(
+    distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any
+) -> tuple[np.ndarray, ...]:
     """Validate shapes and values; every problem is a ValueError naming the argument."""
     ids = []
-    for name, v in (("q_pids", q_pids), ("g_pids", g_pids), ("q_camids", q_camids),
-                     ("g_camids", g_camids)):
+    for name, v in (
+        ("q_pids", q_pids),
+        ("g_pids", g_pids),
+        ("q_camids", q_camids),
+        ("g_camids", g_camids),
+    ):
         a = _to_numpy(v, name)
         if a.ndim != 1:
             raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-        if a.size and not (np.issubdtype(a.dtype, np.integer)
-                           or (np.issubdtype(a.dtype, np.floating)
-                               and np.all(np.isfinite(a)) and np.all(a == np.round(a)))):
+        if a.size and not (
+            np.issubdtype(a.dtype, np.integer)
+            or (
+                np.issubdtype(a.dtype, np.floating)
+                and np.all(np.isfinite(a))
+                and np.all(a == np.round(a))
+            )
+        ):
             raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
         ids.append(a.astype(np.int64))
     qp, gp, qc, gc = ids
@@ -87,13 +102,16 @@ def _check_inputs(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any,
 
 def _check_distmat(d: Any, nq: int, ng: int) -> None:
     if d.ndim != 2:
-        raise ValueError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(d.shape)}")
+        raise ValueError(
+            f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(d.shape)}"
+        )
     if tuple(d.shape) != (nq, ng):
-        raise ValueError(f"distmat has shape {tuple(d.shape)} but there are {nq} queries and "
-                         f"{ng} gallery items")
+        raise ValueError(
+            f"distmat has shape {tuple(d.shape)} but there are {nq} queries and {ng} gallery items"
+        )
 
 
-def _relevant_pairs(qp: np.ndarray, gp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def relevant_pairs(qp: np.ndarray, gp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All (query, gallery) index pairs sharing an identity, grouped by query."""
     order = np.argsort(gp, kind="stable")
     sg = gp[order]
@@ -113,7 +131,7 @@ def _exact_positions(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return inv[cols]
 
 
-def _positions_numpy(d: np.ndarray, qi: np.ndarray, gj: np.ndarray) -> tuple[np.ndarray, int]:
+def positions_numpy(d: np.ndarray, qi: np.ndarray, gj: np.ndarray) -> tuple[np.ndarray, int]:
     """Sorted position of every relevant pair; returns (positions, number of tied rows)."""
     pos = np.empty(len(qi), dtype=np.int64)
     bounds = np.searchsorted(qi, np.arange(len(d) + 1))  # pairs of row q: bounds[q]:bounds[q+1]
@@ -136,8 +154,9 @@ def _positions_numpy(d: np.ndarray, qi: np.ndarray, gj: np.ndarray) -> tuple[np.
     return pos, tied
 
 
-def _positions_torch(d: Any, qi: np.ndarray, gj: np.ndarray,
-                     chunk_elems: int = 1 << 26) -> tuple[np.ndarray, int]:
+def positions_torch(
+    d: Any, qi: np.ndarray, gj: np.ndarray, chunk_elems: int = 1 << 26
+) -> tuple[np.ndarray, int]:
     """The same positions computed by counting on the tensor's device (for CUDA).
 
     A pair's position is the number of smaller distances in its row; rows where a relevant
@@ -152,10 +171,10 @@ def _positions_torch(d: Any, qi: np.ndarray, gj: np.ndarray,
     right = torch.empty(len(qi), dtype=torch.int64, device=dev)
     step = max(1, chunk_elems // max(1, d.shape[1]))
     for s in range(0, len(qi), step):
-        rows = d[qi_t[s:s + step]]
-        vals = d[qi_t[s:s + step], gj_t[s:s + step]].unsqueeze(1)
-        left[s:s + step] = (rows < vals).sum(1)
-        right[s:s + step] = (rows <= vals).sum(1)
+        rows = d[qi_t[s : s + step]]
+        vals = d[qi_t[s : s + step], gj_t[s : s + step]].unsqueeze(1)
+        left[s : s + step] = (rows < vals).sum(1)
+        right[s : s + step] = (rows <= vals).sum(1)
     pos = left.cpu().numpy()
     tie_pairs = (right - left > 1).cpu().numpy()
     tied_rows = np.unique(qi[tie_pairs])
@@ -164,12 +183,19 @@ def _positions_torch(d: Any, qi: np.ndarray, gj: np.ndarray,
         lo = np.searchsorted(qi, tied_rows, "left")  # pairs are grouped by query
         hi = np.searchsorted(qi, tied_rows, "right")
         for r in range(len(tied_rows)):
-            pos[lo[r]:hi[r]] = _exact_positions(host[r], gj[lo[r]:hi[r]])
+            pos[lo[r] : hi[r]] = _exact_positions(host[r], gj[lo[r] : hi[r]])
     return pos, len(tied_rows)
 
 
-def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
-                       max_rank: int = 50, device: Any = None) -> RankResult:
+def evaluate_rank_full(
+    distmat: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    max_rank: int = 50,
+    device: Any = None,
+) -> RankResult:
     """CMC, mAP, mINP and the skipped-query count under the Market-1501 protocol.
 
     ``distmat`` is a numpy array or a torch tensor; smaller is closer. A CUDA tensor, or a
@@ -194,8 +220,9 @@ def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_
     else:
         distmat = _to_numpy(distmat, "distmat")
         _check_distmat(distmat, nq, ng)
-        if not (np.issubdtype(distmat.dtype, np.floating)
-                or np.issubdtype(distmat.dtype, np.integer)):
+        if not (
+            np.issubdtype(distmat.dtype, np.floating) or np.issubdtype(distmat.dtype, np.integer)
+        ):
             raise ValueError(f"distmat must be numeric, got dtype {distmat.dtype}")
         if np.issubdtype(distmat.dtype, np.floating) and np.isnan(distmat).any():
             raise ValueError("distmat contains NaN distances")
@@ -203,11 +230,11 @@ def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_
         log.info("gallery has only %d items: CMC computed up to rank %d", ng, ng)
         max_rank = ng
 
-    qi, gj = _relevant_pairs(qp, gp)
+    qi, gj = relevant_pairs(qp, gp)
     if on_cuda:
-        pos, tied = _positions_torch(distmat, qi, gj)
+        pos, tied = positions_torch(distmat, qi, gj)
     else:
-        pos, tied = _positions_numpy(np.ascontiguousarray(distmat), qi, gj)
+        pos, tied = positions_numpy(np.ascontiguousarray(distmat), qi, gj)
     if tied:
         log.debug("%d query rows had tied distances at a match; ordered as numpy argsort", tied)
     removed = gc[gj] == qc[qi]  # same identity and camera: not counted
@@ -233,8 +260,10 @@ def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_
     has_match = n_rel > 0
     num_valid = int(has_match.sum())
     if num_valid == 0:
-        raise ValueError("no query has a valid match in the gallery (all query identities are "
-                         "missing from the gallery, or only seen by the query's camera)")
+        raise ValueError(
+            "no query has a valid match in the gallery (all query identities are "
+            "missing from the gallery, or only seen by the query's camera)"
+        )
     ap_sum = np.bincount(vq, weights=kth[valid] / (vpos + 1.0), minlength=nq)[has_match]
     ap = ap_sum / n_rel[has_match]
     last = np.full(nq, -1.0)
@@ -249,12 +278,19 @@ def evaluate_rank_full(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_
     length = int(np.minimum(ng - n_removed[has_match], max_rank).max())
     hist = np.bincount(first[has_match].astype(np.int64), minlength=ng)[:length]
     cmc = np.cumsum(hist) / num_valid
-    return RankResult(cmc=cmc.astype(np.float64), mAP=float(ap.mean()), mINP=float(inp.mean()),
-                      num_query=nq, num_valid=num_valid, num_skipped=nq - num_valid)
+    return RankResult(
+        cmc=cmc.astype(np.float64),
+        mAP=float(ap.mean()),
+        mINP=float(inp.mean()),
+        num_query=nq,
+        num_valid=num_valid,
+        num_skipped=nq - num_valid,
+    )
 
 
-def evaluate_rank(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
-                  max_rank: int = 50) -> tuple[np.ndarray, float]:
+def evaluate_rank(
+    distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, max_rank: int = 50
+) -> tuple[np.ndarray, float]:
     """``(cmc, mAP)`` like ``torchreid.metrics.evaluate_rank`` (Market-1501 protocol).
 
     Same arguments and results as torchreid's python evaluator, much faster; see

@@ -106,14 +106,21 @@ def _top_k(r: np.ndarray, k: int) -> np.ndarray:
 
 def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:
     """Mask (N, k+1): is ``ranks[i, j]`` (j <= k) a k-reciprocal neighbour of i."""
-    fwd = ranks[:, :k + 1]
-    back = ranks[fwd, :k + 1]  # (N, k+1, k+1)
+    fwd = ranks[:, : k + 1]
+    back = ranks[fwd, : k + 1]  # (N, k+1, k+1)
     return (back == np.arange(len(ranks))[:, None, None]).any(axis=2)
 
 
-def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 20, k2: int = 6,
-                    lambda_value: float = 0.3, chunk: int = 1024,
-                    pairs_fn: PairsFn | None = None) -> np.ndarray:
+def re_ranking_rows(
+    rows_fn: RowsFn,
+    num_query: int,
+    num_total: int,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk: int = 1024,
+    pairs_fn: PairsFn | None = None,
+) -> np.ndarray:
     """Re-ranked query x gallery distances from a function giving distance rows.
 
     ``rows_fn(start, stop)`` returns the distances from items ``start..stop`` (queries
@@ -124,8 +131,9 @@ def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 2
     ``chunk x num_total`` blocks plus the ``num_query x num_gallery`` output.
     """
     if not 0 < num_query < num_total:
-        raise ValueError(f"re-ranking needs queries and a gallery, got {num_query} queries "
-                         f"of {num_total} items")
+        raise ValueError(
+            f"re-ranking needs queries and a gallery, got {num_query} queries of {num_total} items"
+        )
     if k1 < 1 or k2 < 1:
         raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
@@ -146,21 +154,21 @@ def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 2
         r, row_max[s:e] = _normalised(_checked(rows_fn(s, e), s, e, n))
         ranks[s:e] = _top_k(r, kmax)
         if s < nq:
-            final[s:min(e, nq)] = r[: min(e, nq) - s, nq:]
+            final[s : min(e, nq)] = r[: min(e, nq) - s, nq:]
     if kmax < k1 + 1:  # tiny problems: every image is a neighbour
         k1 = kmax - 1
         half = min(half, k1)
 
     recip = _reciprocal(ranks, k1)  # (N, k1+1)
     hrecip = _reciprocal(ranks, half)  # (N, half+1)
-    hsets = np.where(hrecip, ranks[:, :half + 1], -1)  # each image's half-size reciprocal set
+    hsets = np.where(hrecip, ranks[:, : half + 1], -1)  # each image's half-size reciprocal set
     hsize = hrecip.sum(axis=1)
 
     # pass 2: V rows (k-reciprocal expansion, Gaussian-weighted), block by block
     v_rows, v_cols, v_vals = [], [], []
     for s in progress(steps, desc="re-rank: V", total=len(steps)):
         e = min(s + chunk, n)
-        fwd = ranks[s:e, :k1 + 1]
+        fwd = ranks[s:e, : k1 + 1]
         rec = recip[s:e]
         kr = np.where(rec, fwd, -1)  # (c, k1+1)
         cand = hsets[fwd]  # (c, k1+1, half+1): each candidate's own small reciprocal set
@@ -168,9 +176,12 @@ def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 2
         overlap = inside.sum(-1)  # |R_half(c) ∩ R(i)|
         accept = rec & (overlap > 2.0 / 3 * hsize[fwd])
         local = np.arange(e - s)
-        rows_a = np.concatenate([np.repeat(local, k1 + 1)[rec.ravel()],
-                                 np.broadcast_to(local[:, None, None], cand.shape)[
-                                     accept[..., None] & (cand >= 0)]])
+        rows_a = np.concatenate(
+            [
+                np.repeat(local, k1 + 1)[rec.ravel()],
+                np.broadcast_to(local[:, None, None], cand.shape)[accept[..., None] & (cand >= 0)],
+            ]
+        )
         cols_a = np.concatenate([fwd[rec], cand[accept[..., None] & (cand >= 0)]])
         code = np.unique(rows_a.astype(np.int64) * n + cols_a)
         rr, cc = code // n, code % n
@@ -184,13 +195,19 @@ def re_ranking_rows(rows_fn: RowsFn, num_query: int, num_total: int, k1: int = 2
         v_rows.append(rr + s)
         v_cols.append(cc)
         v_vals.append(w.astype(np.float32))
-    V = sparse.csr_matrix((np.concatenate(v_vals), (np.concatenate(v_rows),
-                                                    np.concatenate(v_cols))),
-                          shape=(n, n), dtype=np.float32)
+    V = sparse.csr_matrix(
+        (np.concatenate(v_vals), (np.concatenate(v_rows), np.concatenate(v_cols))),
+        shape=(n, n),
+        dtype=np.float32,
+    )
     if k2 != 1:  # query expansion: average V over each image's k2 nearest neighbours
-        qe = sparse.csr_matrix((np.full(n * k2, 1.0 / k2, dtype=np.float32),
-                                (np.repeat(np.arange(n), k2), ranks[:, :k2].ravel())),
-                               shape=(n, n))
+        qe = sparse.csr_matrix(
+            (
+                np.full(n * k2, 1.0 / k2, dtype=np.float32),
+                (np.repeat(np.arange(n), k2), ranks[:, :k2].ravel()),
+            ),
+            shape=(n, n),
+        )
         V = (qe @ V).tocsr()
     V.eliminate_zeros()
 
@@ -221,8 +238,15 @@ def _checked(rows: np.ndarray, s: int, e: int, n: int) -> np.ndarray:
     return rows
 
 
-def re_ranking(q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = 20,
-               k2: int = 6, lambda_value: float = 0.3, chunk: int = 1024) -> np.ndarray:
+def re_ranking(
+    q_g_dist: np.ndarray,
+    q_q_dist: np.ndarray,
+    g_g_dist: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk: int = 1024,
+) -> np.ndarray:
     """Drop-in for ``torchreid.utils.re_ranking`` (same arguments, same result).
 
     Takes the three dense blocks but never concatenates them; see :func:`re_ranking_rows`
@@ -231,7 +255,16 @@ def re_ranking(q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray,
     q_g, q_q, g_g = (np.asarray(x) for x in (q_g_dist, q_q_dist, g_g_dist))
     nq, ng = q_g.shape
     if q_q.shape != (nq, nq) or g_g.shape != (ng, ng):
-        raise ValueError(f"re_ranking: q_q {q_q.shape} and g_g {g_g.shape} do not fit q_g "
-                         f"{q_g.shape}")
-    return re_ranking_rows(_dense_rows(q_g, q_q, g_g), nq, nq + ng, k1, k2, lambda_value, chunk,
-                           pairs_fn=_dense_pairs(q_g, q_q, g_g))
+        raise ValueError(
+            f"re_ranking: q_q {q_q.shape} and g_g {g_g.shape} do not fit q_g {q_g.shape}"
+        )
+    return re_ranking_rows(
+        _dense_rows(q_g, q_q, g_g),
+        nq,
+        nq + ng,
+        k1,
+        k2,
+        lambda_value,
+        chunk,
+        pairs_fn=_dense_pairs(q_g, q_q, g_g),
+    )

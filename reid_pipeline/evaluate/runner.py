@@ -45,14 +45,15 @@ class EvalResult:
         return {k: r.summary() for k, r in self.results.items()}
 
 
-def embed_records(embedder: Any, records: list[ImageRecord], desc: str
-                  ) -> tuple[torch.Tensor, list[ImageRecord], list[str]]:
+def embed_records(
+    embedder: Any, records: list[ImageRecord], desc: str
+) -> tuple[torch.Tensor, list[ImageRecord], list[str]]:
     """Embed dataset images in batches; undecodable files are skipped and returned."""
     feats, kept, bad = [], [], []
     bs = max(1, int(embedder.batch))
     steps = range(0, len(records), bs)
     for s in progress(steps, desc=desc, total=len(steps), unit="batch"):
-        chunk = records[s:s + bs]
+        chunk = records[s : s + bs]
         with _quiet_reader():
             images, failed = read_images([r.path for r in chunk])
         failed_set = set(failed)
@@ -61,8 +62,13 @@ def embed_records(embedder: Any, records: list[ImageRecord], desc: str
         if images:
             feats.append(embedder.embed_crops(images))
     if bad:
-        log.warning("%s: %d of %d images could not be decoded and were left out (first: %s)",
-                    desc, len(bad), len(records), bad[0])
+        log.warning(
+            "%s: %d of %d images could not be decoded and were left out (first: %s)",
+            desc,
+            len(bad),
+            len(records),
+            bad[0],
+        )
     if not feats:
         raise InputError(f"{desc}: none of the {len(records)} images could be decoded")
     return torch.cat(feats), kept, bad
@@ -80,17 +86,29 @@ class _quiet_reader:
         self.logger.setLevel(self.level)
 
 
-def evaluate_features(model: Any, qf: torch.Tensor, gf: torch.Tensor,
-                      query: list[ImageRecord], gallery: list[ImageRecord], modes: list[str],
-                      rerank: bool = False, max_rank: int = 50, k1: int = 20, k2: int = 6,
-                      lambda_value: float = 0.3, keep_distmats: bool = False) -> EvalResult:
+def evaluate_features(
+    model: Any,
+    qf: torch.Tensor,
+    gf: torch.Tensor,
+    query: list[ImageRecord],
+    gallery: list[ImageRecord],
+    modes: list[str],
+    rerank: bool = False,
+    max_rank: int = 50,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    keep_distmats: bool = False,
+) -> EvalResult:
     """Rank the gallery for every query in every mode (and re-ranked, if asked)."""
     from reid_pipeline.evaluate.rerank import re_ranking_rows
 
     modes = check_modes(modes)
     if len(qf) != len(query) or len(gf) != len(gallery):
-        raise ValueError(f"{len(qf)} query features for {len(query)} images, {len(gf)} gallery "
-                         f"features for {len(gallery)} images")
+        raise ValueError(
+            f"{len(qf)} query features for {len(query)} images, {len(gf)} gallery "
+            f"features for {len(gallery)} images"
+        )
     if not query or not gallery:
         raise InputError("evaluation needs at least one query and one gallery image")
     qp = np.array([r.pid for r in query])
@@ -103,8 +121,9 @@ def evaluate_features(model: Any, qf: torch.Tensor, gf: torch.Tensor,
         with torch.no_grad():
             d = distance(mode, model, qf, gf)
         if not bool(torch.isfinite(d).all()):
-            raise InputError(f"mode {mode}: the model produced non-finite distances "
-                             "(NaN/inf embeddings?)")
+            raise InputError(
+                f"mode {mode}: the model produced non-finite distances (NaN/inf embeddings?)"
+            )
         res = evaluate_rank_full(d, qp, gp, qc, gc, max_rank)
         dn = d.cpu().numpy()
         out.results[mode] = res
@@ -114,9 +133,15 @@ def evaluate_features(model: Any, qf: torch.Tensor, gf: torch.Tensor,
         if rerank:
             t = time.perf_counter()
             feats = torch.cat([qf, gf])
-            rr = re_ranking_rows(rows_function(mode, model, feats), len(qf), len(feats),
-                                 k1, k2, lambda_value,
-                                 pairs_fn=pairs_function(mode, model, feats))
+            rr = re_ranking_rows(
+                rows_function(mode, model, feats),
+                len(qf),
+                len(feats),
+                k1,
+                k2,
+                lambda_value,
+                pairs_fn=pairs_function(mode, model, feats),
+            )
             key = f"{mode}+rerank"
             out.results[key] = evaluate_rank_full(rr, qp, gp, qc, gc, max_rank)
             out.seconds[key] = time.perf_counter() - t
@@ -125,11 +150,23 @@ def evaluate_features(model: Any, qf: torch.Tensor, gf: torch.Tensor,
     return out
 
 
-def run_evaluation(model: Any, query: list[ImageRecord], gallery: list[ImageRecord],
-                   modes: list[str], device: Any, batch: int = 256, rerank: bool = False,
-                   half: bool = True, height: int | None = None, width: int | None = None,
-                   max_rank: int = 50, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                   keep_distmats: bool = False) -> EvalResult:
+def run_evaluation(
+    model: Any,
+    query: list[ImageRecord],
+    gallery: list[ImageRecord],
+    modes: list[str],
+    device: Any,
+    batch: int = 256,
+    rerank: bool = False,
+    half: bool = True,
+    height: int | None = None,
+    width: int | None = None,
+    max_rank: int = 50,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    keep_distmats: bool = False,
+) -> EvalResult:
     """Embed query and gallery images with the serving Embedder, then evaluate every mode."""
     from reid_pipeline.embed.embedder import Embedder
 
@@ -143,16 +180,23 @@ def run_evaluation(model: Any, query: list[ImageRecord], gallery: list[ImageReco
     qf, q_kept, q_bad = embed_records(embedder, list(query), "embed query")
     gf, g_kept, g_bad = embed_records(embedder, list(gallery), "embed gallery")
     embed_s = time.perf_counter() - t
-    res = evaluate_features(model, qf, gf, q_kept, g_kept, modes, rerank, max_rank, k1, k2,
-                            lambda_value, keep_distmats)
+    res = evaluate_features(
+        model, qf, gf, q_kept, g_kept, modes, rerank, max_rank, k1, k2, lambda_value, keep_distmats
+    )
     res.undecodable = q_bad + g_bad
     res.seconds["embed"] = embed_s
     return res
 
 
-def evaluate_model(model: Any, query: list[ImageRecord], gallery: list[ImageRecord],
-                   modes: list[str], device: Any, batch: int = 256, rerank: bool = False
-                   ) -> dict[str, dict[str, float]]:
+def evaluate_model(
+    model: Any,
+    query: list[ImageRecord],
+    gallery: list[ImageRecord],
+    modes: list[str],
+    device: Any,
+    batch: int = 256,
+    rerank: bool = False,
+) -> dict[str, dict[str, float]]:
     """``{"<mode>": {"rank1", "rank5", "rank10", "mAP", "mINP"}}`` (fractions), plus
     ``"<mode>+rerank"`` entries when ``rerank``; see :func:`run_evaluation` for the rest."""
     return run_evaluation(model, query, gallery, modes, device, batch, rerank).metrics()

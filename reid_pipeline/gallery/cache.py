@@ -55,8 +55,9 @@ class Occupancy:
         for tid in list(self._by_identity.pop(identity_id, ())):
             self._by_tracklet.pop(tid, None)
 
-    def conflicts(self, identity_id: int, camera: str, start: float, end: float,
-                  exclude: Collection[int] = ()) -> bool:
+    def conflicts(
+        self, identity_id: int, camera: str, start: float, end: float, exclude: Collection[int] = ()
+    ) -> bool:
         """True when ``identity_id`` was in ``camera`` at some time in [start, end]
         (tracklets in ``exclude`` - the query itself, ones being moved - do not count)."""
         for tid in self._by_identity.get(identity_id, ()):
@@ -74,8 +75,15 @@ class Occupancy:
 class ExemplarCache:
     """Exemplar vectors of one model version on one device, kept in sync with a gallery."""
 
-    def __init__(self, gallery: Gallery | None, model_version: str, device: Any = "cpu",
-                 dtype: Any = None, capacity: int = 1024, attach: bool = True) -> None:
+    def __init__(
+        self,
+        gallery: Gallery | None,
+        model_version: str,
+        device: Any = "cpu",
+        dtype: Any = None,
+        capacity: int = 1024,
+        attach: bool = True,
+    ) -> None:
         """Create the cache; with a ``gallery``, load this model version's exemplars and the
         assignment intervals from it and (``attach``) follow its later commits."""
         import torch
@@ -110,8 +118,13 @@ class ExemplarCache:
                 self.set_identity(int(chunk_ids[0]), chunk)
         for iv in gallery.intervals():
             self.occupancy.add(iv)
-        log.info("exemplar cache: %d vectors of %d identities (model %s) on %s",
-                 len(self), self.num_identities, self.model_version, self.device)
+        log.info(
+            "exemplar cache: %d vectors of %d identities (model %s) on %s",
+            len(self),
+            self.num_identities,
+            self.model_version,
+            self.device,
+        )
 
     # ------------------------------------------------------------------ updates
     def on_commit(self, changes: Changes) -> None:
@@ -131,15 +144,21 @@ class ExemplarCache:
         """Replace all exemplars of one identity with ``vectors`` (k, D)."""
         import torch
 
-        v = torch.as_tensor(np.asarray(vectors, dtype=np.float32) if not
-                            isinstance(vectors, torch.Tensor) else vectors)
+        v = torch.as_tensor(
+            np.asarray(vectors, dtype=np.float32)
+            if not isinstance(vectors, torch.Tensor)
+            else vectors
+        )
         v = v.reshape(-1, v.shape[-1]).to(self.device, self.dtype)
         if self._vecs is None:
-            self._vecs = torch.zeros(self._capacity, v.shape[1], dtype=self.dtype,
-                                     device=self.device)
+            self._vecs = torch.zeros(
+                self._capacity, v.shape[1], dtype=self.dtype, device=self.device
+            )
         elif v.shape[1] != self._vecs.shape[1]:
-            raise ValueError(f"exemplar cache ({self.model_version}) holds "
-                             f"{self._vecs.shape[1]}-d vectors, got {v.shape[1]}-d")
+            raise ValueError(
+                f"exemplar cache ({self.model_version}) holds "
+                f"{self._vecs.shape[1]}-d vectors, got {v.shape[1]}-d"
+            )
         self.remove_identity(identity_id)
         slots = [self._take_slot() for _ in range(v.shape[0])]
         if slots:

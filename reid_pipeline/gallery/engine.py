@@ -39,8 +39,11 @@ def explain(exc: BaseException, shown: str, busy_timeout_s: float | None = None)
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     low = str(orig).lower()
     if "database is locked" in low or "database table is locked" in low:
-        waited = f" (waited {busy_timeout_s:g}s, config key gallery.busy_timeout_s)" \
-            if busy_timeout_s is not None else ""
+        waited = (
+            f" (waited {busy_timeout_s:g}s, config key gallery.busy_timeout_s)"
+            if busy_timeout_s is not None
+            else ""
+        )
         return f"database {shown} is locked by another writer{waited}"
     if "file is not a database" in low or "file is encrypted" in low:
         return f"database {shown} is not a database file (or is corrupt)"
@@ -52,9 +55,18 @@ def explain(exc: BaseException, shown: str, busy_timeout_s: float | None = None)
         return f"database {shown} is corrupt: {text}"
     if "does not exist" in low and ("database" in low or "role" in low):
         return f"database {shown}: {redact_url(text.split('FATAL:')[-1].strip())}"
-    if any(k in low for k in ("connection refused", "could not connect", "connection failed",
-                              "timeout expired", "name or service not known",
-                              "could not translate host", "no route to host")):
+    if any(
+        k in low
+        for k in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "timeout expired",
+            "name or service not known",
+            "could not translate host",
+            "no route to host",
+        )
+    ):
         return f"database {shown} is unreachable: {redact_url(text)}"
     return f"database {shown}: {redact_url(text)}"
 
@@ -105,11 +117,13 @@ def _sqlite_path(path_str: str, create: bool = True) -> tuple[URL, Path, str]:
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise DatabaseError(f"database {shown}: cannot create its folder: "
-                                f"{e.strerror or e}") from None
+            raise DatabaseError(
+                f"database {shown}: cannot create its folder: {e.strerror or e}"
+            ) from None
         if not os.access(p.parent, os.W_OK):
-            raise DatabaseError(f"database {shown} cannot be created: folder "
-                                f"{str(p.parent)!r} is not writable")
+            raise DatabaseError(
+                f"database {shown} cannot be created: folder {str(p.parent)!r} is not writable"
+            )
     else:
         with open(p, "rb") as fh:
             head = fh.read(16)
@@ -118,8 +132,9 @@ def _sqlite_path(path_str: str, create: bool = True) -> tuple[URL, Path, str]:
     return URL.create("sqlite", database=str(p.resolve())), p.resolve(), shown
 
 
-def create_gallery_engine(url_or_path: str, busy_timeout_s: float,
-                          create: bool = True) -> tuple[Engine, str, Path | None]:
+def create_gallery_engine(
+    url_or_path: str, busy_timeout_s: float, create: bool = True
+) -> tuple[Engine, str, Path | None]:
     """Build an engine for a bare path (SQLite) or any SQLAlchemy URL.
 
     ``create=False``: a SQLite file must already exist (read-only commands must not leave an
@@ -139,8 +154,12 @@ def create_gallery_engine(url_or_path: str, busy_timeout_s: float,
             raise DatabaseError(f"database {shown} is not a valid database URL: {e}") from None
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")  # the driver we ship
-        if (url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-                and not url.query and not url.database.startswith("file:")):
+        if (
+            url.get_backend_name() == "sqlite"
+            and url.database not in (None, "", ":memory:")
+            and not url.query
+            and not url.database.startswith("file:")
+        ):
             # a plain sqlite:///path gets the same checks as a bare path; URI-style ones
             # (sqlite:///file:x?mode=ro&uri=true) are passed through untouched
             url, sqlite_file, _ = _sqlite_path(url.database, create)
@@ -159,8 +178,10 @@ def create_gallery_engine(url_or_path: str, busy_timeout_s: float,
     try:
         engine = create_engine(url, **kwargs)
     except NoSuchModuleError:
-        raise DatabaseError(f"database {shown}: unsupported database driver "
-                            f"{url.drivername!r} (use sqlite or postgresql+psycopg)") from None
+        raise DatabaseError(
+            f"database {shown}: unsupported database driver "
+            f"{url.drivername!r} (use sqlite or postgresql+psycopg)"
+        ) from None
     except (ArgumentError, ImportError, TypeError, ValueError) as e:
         raise DatabaseError(f"database {shown} is not a valid database URL: {e}") from None
     if backend == "sqlite":
@@ -217,8 +238,10 @@ def migrate(engine: Engine, shown: str, busy_timeout_s: float) -> None:
 
                 foreign = set(inspect(conn).get_table_names()) - set(Base.metadata.tables)
                 if foreign:
-                    raise DatabaseError(f"database {shown} is not a reid gallery (it has "
-                                        f"other tables: {', '.join(sorted(foreign)[:5])})")
+                    raise DatabaseError(
+                        f"database {shown} is not a reid gallery (it has "
+                        f"other tables: {', '.join(sorted(foreign)[:5])})"
+                    )
         if current == head:
             return
         log.info("gallery %s: migrating schema %s -> %s", shown, current, head)

@@ -118,7 +118,8 @@ class Tracklet(Base):
     first_ts: Mapped[float] = mapped_column(Float)
     last_ts: Mapped[float] = mapped_column(Float)
     identity_id: Mapped[int | None] = mapped_column(
-        ForeignKey("identities.id", ondelete="SET NULL"), nullable=True)
+        ForeignKey("identities.id", ondelete="SET NULL"), nullable=True
+    )
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     provisional: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -145,13 +146,16 @@ class Exemplar(Base):
     """One stored embedding vector of an identity (a few diverse ones per identity)."""
 
     __tablename__ = "exemplars"
-    __table_args__ = (Index("ix_exemplars_model_identity", "model_version", "identity_id"),
-                      Index("ix_exemplars_identity", "identity_id"))  # per-identity edits
+    __table_args__ = (
+        Index("ix_exemplars_model_identity", "model_version", "identity_id"),
+        Index("ix_exemplars_identity", "identity_id"),
+    )  # per-identity edits
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
     tracklet_id: Mapped[int | None] = mapped_column(
-        ForeignKey("tracklets.id", ondelete="SET NULL"), nullable=True)
+        ForeignKey("tracklets.id", ondelete="SET NULL"), nullable=True
+    )
     model_version: Mapped[str] = mapped_column(String(200))
     dim: Mapped[int] = mapped_column(Integer)
     dtype: Mapped[str] = mapped_column(String(16))  # float16 | float32

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -66,3 +66,56 @@ class CropInfo:
     timestamp: float | None
     path: Path | None
     relpath: str
+    track_id: int | None = None  # the tracker's track id of the tracklet (within its source)
+
+
+@dataclass(frozen=True)
+class TrackletSpan:
+    """One assigned tracklet (provisional ones included): who, which camera, when, from
+    which frame (the report's timelines and video links)."""
+
+    tracklet_id: int
+    identity_id: int
+    camera: str
+    track_id: int
+    start: float
+    end: float
+    first_frame: int
+
+
+@dataclass(frozen=True)
+class CameraPresence:
+    """One identity in one camera: first/last seen, sightings and tracklets there."""
+
+    identity_id: int
+    camera: str
+    first_seen: float
+    last_seen: float
+    sightings: int
+    tracklets: int
+
+
+@dataclass
+class Result:
+    """What a management operation changed: row counts per table and crop files removed.
+
+    Ids and counts only (it is logged): never a name or a path.
+    """
+
+    identity: int | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+
+    def add(self, table: str, n: int) -> None:
+        if n:
+            self.rows[table] = self.rows.get(table, 0) + n
+
+    def update(self, other: Result) -> None:
+        """Add ``other``'s counts to these."""
+        for k, v in other.rows.items():
+            self.add(k, v)
+        self.files += other.files
+
+    def summary(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.rows.items())]
+        return ", ".join(parts + [f"files={self.files}"])

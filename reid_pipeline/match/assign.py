@@ -66,15 +66,21 @@ class MatchQuery:
     last_box: tuple[float, float, float, float] | None = None  # xyxy where it was last seen
 
     @classmethod
-    def from_tracklet(cls, tracklet: Any, embeddings: Any,
-                      tracklet_id: int | None = None) -> MatchQuery:
+    def from_tracklet(
+        cls, tracklet: Any, embeddings: Any, tracklet_id: int | None = None
+    ) -> MatchQuery:
         """From a ``reid_pipeline.types.Tracklet`` and its crop embeddings."""
         boxes = getattr(tracklet, "boxes", None) or []
-        return cls(tracklet.camera, float(tracklet.first_seen), float(tracklet.last_seen),
-                   embeddings, tracklet_id, tracklet_id if tracklet_id is not None
-                   else (tracklet.camera, tracklet.track_id),
-                   _xyxy(boxes[0].bbox) if boxes else None,
-                   _xyxy(boxes[-1].bbox) if boxes else None)
+        return cls(
+            tracklet.camera,
+            float(tracklet.first_seen),
+            float(tracklet.last_seen),
+            embeddings,
+            tracklet_id,
+            tracklet_id if tracklet_id is not None else (tracklet.camera, tracklet.track_id),
+            _xyxy(boxes[0].bbox) if boxes else None,
+            _xyxy(boxes[-1].bbox) if boxes else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,13 @@ class _End:
     embeddings: np.ndarray
 
 
-def _continues(camera: str, end: float, box: tuple[float, float, float, float] | None,
-               q: MatchQuery, cfg: MatchConfig) -> bool:
+def _continues(
+    camera: str,
+    end: float,
+    box: tuple[float, float, float, float] | None,
+    q: MatchQuery,
+    cfg: MatchConfig,
+) -> bool:
     """Could ``q`` be the track that ended at ``end`` in ``box``, picked up again after a short
     loss (an occlusion, a missed detection)? Same camera, starts after that end within
     ``match.relink_s``, feet within ``relink_dist`` box heights plus ``relink_speed`` box
@@ -164,9 +175,14 @@ class IdentityMatcher:
         level = float(np.quantile(np.fromiter(self._impostors, float), q))
         thr = max(base, min(float(self.cfg.footage_max), level))
         if abs(thr - self._thr_logged) >= 0.02:
-            log.info("footage calibration: threshold %.3f (the %.0f%% quantile of %d pairs "
-                     "seen together, hence two people; match.threshold %.2f)", thr, 100 * q,
-                     len(self._impostors), base)
+            log.info(
+                "footage calibration: threshold %.3f (the %.0f%% quantile of %d pairs "
+                "seen together, hence two people; match.threshold %.2f)",
+                thr,
+                100 * q,
+                len(self._impostors),
+                base,
+            )
             self._thr_logged = thr
         return thr
 
@@ -176,11 +192,12 @@ class IdentityMatcher:
         footage calibration to the median proven impostor pair (a link must look more alike
         than two strangers typically do here)."""
         base = float(self.cfg.relink_threshold)
-        if self.cfg.footage_quantile <= 0 or len(self._impostors) < int(
-                self.cfg.footage_min_pairs):
+        if self.cfg.footage_quantile <= 0 or len(self._impostors) < int(self.cfg.footage_min_pairs):
             return base
-        return max(base, min(float(self.cfg.footage_max),
-                             float(np.median(np.fromiter(self._impostors, float)))))
+        return max(
+            base,
+            min(float(self.cfg.footage_max), float(np.median(np.fromiter(self._impostors, float)))),
+        )
 
     def _learn_impostors(self, queries: Sequence[MatchQuery]) -> None:
         """Add the batch's proven impostor pairs (same camera, overlapping in time)."""
@@ -206,22 +223,28 @@ class IdentityMatcher:
         vecs, ids = self.cache.vectors, self.cache.identity_ids
         if pending is None:
             return vecs, ids
-        extra = {iid: v for (iid, mv), v in pending.exemplars.items()
-                 if mv == self.cache.model_version}
+        extra = {
+            iid: v for (iid, mv), v in pending.exemplars.items() if mv == self.cache.model_version
+        }
         gone = set(extra) | set(pending.removed_identities)
         if gone and ids.numel():
             mask = torch.isin(ids, torch.tensor(sorted(gone), device=ids.device))
             ids = torch.where(mask, torch.full_like(ids, -1), ids)
         if extra:
             ev = torch.cat([self._to_device(v) for v in extra.values()])
-            ei = torch.cat([torch.full((len(v),), iid, dtype=torch.long, device=ids.device)
-                            for iid, v in extra.items()])
+            ei = torch.cat(
+                [
+                    torch.full((len(v),), iid, dtype=torch.long, device=ids.device)
+                    for iid, v in extra.items()
+                ]
+            )
             vecs = ev if vecs.numel() == 0 else torch.cat([vecs, ev])
             ids = torch.cat([ids, ei])
         return vecs, ids
 
-    def _query_rows(self, queries: Sequence[MatchQuery]
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _query_rows(
+        self, queries: Sequence[MatchQuery]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The rows scored for each query (its crops, or its mean embedding) and the query
         index of each row; (None, None) when no query has embeddings."""
         import torch
@@ -235,12 +258,14 @@ class IdentityMatcher:
         if not rows:
             return None, None
         dev = self.cache.device
-        return (torch.cat([e for _, e in rows]),
-                torch.cat([torch.full((len(e),), b, dtype=torch.long, device=dev)
-                           for b, e in rows]))
+        return (
+            torch.cat([e for _, e in rows]),
+            torch.cat([torch.full((len(e),), b, dtype=torch.long, device=dev) for b, e in rows]),
+        )
 
-    def _best_per_owner(self, q: torch.Tensor, g: torch.Tensor, owner: torch.Tensor,
-                        k: int) -> torch.Tensor:
+    def _best_per_owner(
+        self, q: torch.Tensor, g: torch.Tensor, owner: torch.Tensor, k: int
+    ) -> torch.Tensor:
         """(Nq, k): for each query row, its best probability among the rows of ``g`` owned by
         each of the ``k`` owners (``owner``: 0..k-1 per row of g). Chunked by max_pairs."""
         import torch
@@ -249,13 +274,15 @@ class IdentityMatcher:
         out = torch.zeros(q.shape[0], k, dtype=torch.float32, device=g.device)
         reduce = "mean" if self.cfg.tracklet_score == "pair_mean" else "amax"
         for i in range(0, q.shape[0], step):
-            p = self.score_fn(q[i:i + step], g).float()
-            out[i:i + step].scatter_reduce_(1, owner.expand(p.shape[0], -1), p, reduce=reduce,
-                                            include_self=False)
+            p = self.score_fn(q[i : i + step], g).float()
+            out[i : i + step].scatter_reduce_(
+                1, owner.expand(p.shape[0], -1), p, reduce=reduce, include_self=False
+            )
         return out
 
-    def _scores(self, queries: Sequence[MatchQuery], g_vecs: torch.Tensor,
-                g_ids: torch.Tensor) -> tuple[np.ndarray, list[int]]:
+    def _scores(
+        self, queries: Sequence[MatchQuery], g_vecs: torch.Tensor, g_ids: torch.Tensor
+    ) -> tuple[np.ndarray, list[int]]:
         """(B, K) tracklet-to-identity probabilities and the K identity ids."""
         import torch
 
@@ -277,8 +304,15 @@ class IdentityMatcher:
         out /= torch.bincount(seg, minlength=len(queries)).clamp(min=1).float()[:, None]
         return out.cpu().numpy(), idents
 
-    def _scores_prefiltered(self, q_all: torch.Tensor, seg: torch.Tensor, g: torch.Tensor,
-                            inv: torch.Tensor, out: torch.Tensor, top: int) -> np.ndarray:
+    def _scores_prefiltered(
+        self,
+        q_all: torch.Tensor,
+        seg: torch.Tensor,
+        g: torch.Tensor,
+        inv: torch.Tensor,
+        out: torch.Tensor,
+        top: int,
+    ) -> np.ndarray:
         """Large galleries: each tracklet's mean embedding ranks all identities (one row per
         tracklet instead of one per crop), then its crops are scored against the ``top``
         best identities only; the others keep probability 0 (never candidates)."""
@@ -298,8 +332,9 @@ class IdentityMatcher:
             out[b, cols] = fine.mean(0)
         return out.cpu().numpy()
 
-    def _cluster_new(self, queries: Sequence[MatchQuery], left: list[int],
-                     conflict: np.ndarray) -> tuple[list[list[int]], dict[int, float | None]]:
+    def _cluster_new(
+        self, queries: Sequence[MatchQuery], left: list[int], conflict: np.ndarray
+    ) -> tuple[list[list[int]], dict[int, float | None]]:
         """Group tracklets that matched no identity into new identities, in time order, with
         the same probability, threshold and one-place rule as against the gallery.
 
@@ -316,8 +351,12 @@ class IdentityMatcher:
         sub = [queries[i] for i in left]
         q_rows, q_owner = self._query_rows(sub)
         g_rows = torch.cat([self._to_device(q.embeddings) for q in sub])
-        g_owner = torch.cat([torch.full((_n(q.embeddings),), j, dtype=torch.long,
-                                        device=self.cache.device) for j, q in enumerate(sub)])
+        g_owner = torch.cat(
+            [
+                torch.full((_n(q.embeddings),), j, dtype=torch.long, device=self.cache.device)
+                for j, q in enumerate(sub)
+            ]
+        )
         assert q_rows is not None and q_owner is not None
         best = self._best_per_owner(q_rows, g_rows, g_owner, len(sub)).cpu().numpy()
         owner = q_owner.cpu().numpy()
@@ -338,8 +377,7 @@ class IdentityMatcher:
                 prob[i] = None
         return [[left[m] for m in g] for g in groups], prob
 
-    def _external_conflict(self, identity_id: int, q: MatchQuery,
-                           pending: Changes | None) -> bool:
+    def _external_conflict(self, identity_id: int, q: MatchQuery, pending: Changes | None) -> bool:
         """Was ``identity_id`` in q's camera while q was there (committed or this batch)?"""
         skip = set(pending.intervals_removed) if pending is not None else set()
         if q.tracklet_id is not None:
@@ -348,21 +386,26 @@ class IdentityMatcher:
             return True
         if pending is not None:
             for iv in pending.intervals_added:
-                if (iv.identity_id == identity_id and iv.tracklet_id != q.tracklet_id
-                        and iv.camera == q.camera and iv.start <= q.end and q.start <= iv.end):
+                if (
+                    iv.identity_id == identity_id
+                    and iv.tracklet_id != q.tracklet_id
+                    and iv.camera == q.camera
+                    and iv.start <= q.end
+                    and q.start <= iv.end
+                ):
                     return True
         return False
 
     # ------------------------------------------------------------------ decisions
-    def provisional(self, query: MatchQuery | Any, embeddings: Any = None,
-                    pending: Changes | None = None) -> tuple[int | None, float]:
+    def provisional(
+        self, query: MatchQuery | Any, embeddings: Any = None, pending: Changes | None = None
+    ) -> tuple[int | None, float]:
         """Best identity for a running tracklet, without creating or writing anything.
 
         Accepts a ``MatchQuery`` or a ``Tracklet`` plus its crop embeddings. Returns
         (identity or None when none reaches the threshold, its probability).
         """
-        q = query if isinstance(query, MatchQuery) else MatchQuery.from_tracklet(query,
-                                                                                 embeddings)
+        q = query if isinstance(query, MatchQuery) else MatchQuery.from_tracklet(query, embeddings)
         if not _n(q.embeddings):
             return None, 0.0
         s, idents = self._scores([q], *self._gallery(pending))
@@ -393,8 +436,9 @@ class IdentityMatcher:
             return bar
         return float(self.score_fn(self._to_device(a), self._to_device(b)).float().mean())
 
-    def _links(self, queries: Sequence[MatchQuery]
-               ) -> tuple[list[list[int]], dict[int, tuple[int, float]]]:
+    def _links(
+        self, queries: Sequence[MatchQuery]
+    ) -> tuple[list[list[int]], dict[int, tuple[int, float]]]:
         """Chains of tracklets that continue one another (a track lost and picked up again),
         and for a chain whose first tracklet continues a committed one, (identity, p).
 
@@ -459,14 +503,16 @@ class IdentityMatcher:
                 continue
             emb = _inliers(q.embeddings) if _n(q.embeddings) else np.zeros((0, 1), np.float32)
             self._ends.setdefault(q.camera, []).append(
-                _End(q.camera, q.end, q.last_box, int(a.identity_id), emb[:16]))
+                _End(q.camera, q.end, q.last_box, int(a.identity_id), emb[:16])
+            )
         for cam, ends in self._ends.items():
             newest = max(e.end for e in ends)
             self._ends[cam] = [e for e in ends if e.end >= newest - self.cfg.relink_s]
 
     # ------------------------------------------------------------------ decisions
-    def match(self, queries: Sequence[MatchQuery],
-              pending: Changes | None = None) -> list[Assignment]:
+    def match(
+        self, queries: Sequence[MatchQuery], pending: Changes | None = None
+    ) -> list[Assignment]:
         """Decide identities for a batch of finished tracklets (nothing is written).
 
         ``pending``: the uncommitted changes of the transaction the result will be written
@@ -489,8 +535,9 @@ class IdentityMatcher:
         for c, a in zip(chains, res):
             for i in c:
                 q = queries[i]
-                out[i] = replace(a, key=q.key if q.key is not None else q.tracklet_id,
-                                 tracklet_id=q.tracklet_id)
+                out[i] = replace(
+                    a, key=q.key if q.key is not None else q.tracklet_id, tracklet_id=q.tracklet_id
+                )
         _check_no_conflict(queries, out)
         return out
 
@@ -501,12 +548,23 @@ class IdentityMatcher:
         embs = [_as_numpy(m.embeddings) for m in members if _n(m.embeddings)]
         first = min(members, key=lambda m: m.start)
         last = max(members, key=lambda m: m.end)
-        return MatchQuery(first.camera, first.start, last.end,
-                          np.concatenate(embs) if embs else first.embeddings,
-                          first.tracklet_id, first.key, first.first_box, last.last_box)
+        return MatchQuery(
+            first.camera,
+            first.start,
+            last.end,
+            np.concatenate(embs) if embs else first.embeddings,
+            first.tracklet_id,
+            first.key,
+            first.first_box,
+            last.last_box,
+        )
 
-    def _match(self, queries: list[MatchQuery], pending: Changes | None,
-               forced: dict[int, tuple[int, float]]) -> list[Assignment]:
+    def _match(
+        self,
+        queries: list[MatchQuery],
+        pending: Changes | None,
+        forced: dict[int, tuple[int, float]],
+    ) -> list[Assignment]:
         from scipy.optimize import linear_sum_assignment
 
         n = len(queries)
@@ -536,16 +594,19 @@ class IdentityMatcher:
             cols = sorted({int(k) for r in comp for k in np.flatnonzero(cand[r])})
             if not cols:
                 continue
-            gain = np.where(cand[np.ix_(comp, cols)], s[np.ix_(comp, cols)] + bonus[np.ix_(
-                comp, cols)], 0.0)
+            gain = np.where(
+                cand[np.ix_(comp, cols)], s[np.ix_(comp, cols)] + bonus[np.ix_(comp, cols)], 0.0
+            )
             r_ind, c_ind = linear_sum_assignment(gain, maximize=True)
             for r, c in zip(r_ind, c_ind):
                 if gain[r, c] > 0:
                     assigned[comp[r]] = cols[c]
         _improve(assigned, s + bonus, cand, conflict)
         # tracklets without an existing identity: cluster into new identities
-        leftovers = sorted((i for i in range(n) if assigned[i] < 0 and has_emb[i]),
-                           key=lambda i: (queries[i].start, i))
+        leftovers = sorted(
+            (i for i in range(n) if assigned[i] < 0 and has_emb[i]),
+            key=lambda i: (queries[i].start, i),
+        )
         groups, prob_new = self._cluster_new(queries, leftovers, conflict)
         new_of = np.zeros(n, int)  # 0: not new; else placeholder number
         for gno, members in enumerate(groups, start=1):
@@ -555,11 +616,22 @@ class IdentityMatcher:
             best_existing = float(s[i].max()) if s.shape[1] else 0.0
             key = q.key if q.key is not None else q.tracklet_id
             if assigned[i] >= 0:
-                out.append(Assignment(key, q.tracklet_id, idents[assigned[i]],
-                                      float(s[i, assigned[i]]), False, best_existing))
+                out.append(
+                    Assignment(
+                        key,
+                        q.tracklet_id,
+                        idents[assigned[i]],
+                        float(s[i, assigned[i]]),
+                        False,
+                        best_existing,
+                    )
+                )
             elif new_of[i]:
-                out.append(Assignment(key, q.tracklet_id, -int(new_of[i]), prob_new[i], True,
-                                      best_existing))
+                out.append(
+                    Assignment(
+                        key, q.tracklet_id, -int(new_of[i]), prob_new[i], True, best_existing
+                    )
+                )
             else:
                 out.append(Assignment(key, q.tracklet_id, None, None, False, best_existing))
         _check_no_conflict(queries, out)
@@ -590,17 +662,26 @@ class IdentityMatcher:
             assert q.tracklet_id is not None
             uow.assign(q.tracklet_id, iid, a.probability, provisional=False)
             if _n(q.embeddings):
-                uow.add_exemplars(iid, _inliers(q.embeddings), self.cache.model_version,
-                                  q.tracklet_id, keep=self.cfg.exemplars)
+                uow.add_exemplars(
+                    iid,
+                    _inliers(q.embeddings),
+                    self.cache.model_version,
+                    q.tracklet_id,
+                    keep=self.cfg.exemplars,
+                )
             final.append(replace(a, identity_id=iid))
         self._remember_ends(queries, final)
-        log.debug("matched %d tracklets: %d to existing identities, %d new identities",
-                  len(queries), sum(1 for a in final if a.identity_id and not a.is_new),
-                  len(created))
+        log.debug(
+            "matched %d tracklets: %d to existing identities, %d new identities",
+            len(queries),
+            sum(1 for a in final if a.identity_id and not a.is_new),
+            len(created),
+        )
         return final
 
-    def assign(self, uow: UnitOfWork, tracklet_id: int, camera: str, start: float, end: float,
-               vectors: Any) -> tuple[int | None, float | None]:
+    def assign(
+        self, uow: UnitOfWork, tracklet_id: int, camera: str, start: float, end: float, vectors: Any
+    ) -> tuple[int | None, float | None]:
         """One tracklet at a time (``commit`` of a batch of one); prefer ``commit`` with the
         whole batch, which decides globally. Earlier calls in the same ``uow`` are respected.
         """
@@ -660,8 +741,7 @@ def _components(conflict: np.ndarray) -> list[list[int]]:
     return list(comps.values())
 
 
-def _improve(assigned: np.ndarray, s: np.ndarray, cand: np.ndarray,
-             conflict: np.ndarray) -> None:
+def _improve(assigned: np.ndarray, s: np.ndarray, cand: np.ndarray, conflict: np.ndarray) -> None:
     """Let tracklets take better identities the one-to-one solution withheld, when no
     conflicting tracklet holds them. Each move raises the total, so this terminates."""
     n = len(assigned)
@@ -687,5 +767,7 @@ def _check_no_conflict(queries: Sequence[MatchQuery], out: Sequence[Assignment])
         for j in range(i + 1, len(queries)):
             a, b = out[i].identity_id, out[j].identity_id
             if a is not None and a == b and _overlap(queries[i], queries[j]):
-                raise AssertionError(f"identity {a} assigned to two overlapping tracklets of "
-                                     f"camera {queries[i].camera}")
+                raise AssertionError(
+                    f"identity {a} assigned to two overlapping tracklets of "
+                    f"camera {queries[i].camera}"
+                )

@@ -19,8 +19,9 @@ def _unit_half(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=1).to(dt)
 
 
-def cosine_topk(q: torch.Tensor, g: torch.Tensor, k: int,
-                chunk: int = 262144) -> tuple[torch.Tensor, torch.Tensor]:
+def cosine_topk(
+    q: torch.Tensor, g: torch.Tensor, k: int, chunk: int = 262144
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k gallery indices per query by cosine similarity, chunked over the gallery so the
     similarity matrix never exceeds (Nq, chunk)."""
     qn = _unit_half(q)
@@ -28,7 +29,7 @@ def cosine_topk(q: torch.Tensor, g: torch.Tensor, k: int,
     best_v = torch.full((n, k), float("-inf"), device=q.device)
     best_i = torch.full((n, k), -1, dtype=torch.int64, device=q.device)
     for j in range(0, g.shape[0], chunk):
-        s = (qn @ _unit_half(g[j:j + chunk]).t()).float()
+        s = (qn @ _unit_half(g[j : j + chunk]).t()).float()
         v, i = torch.topk(s, min(k, s.shape[1]), dim=1)
         cv, ci = torch.cat([best_v, v], 1), torch.cat([best_i, i + j], 1)
         best_v, pos = torch.topk(cv, k, dim=1)
@@ -36,9 +37,14 @@ def cosine_topk(q: torch.Tensor, g: torch.Tensor, k: int,
     return best_v, best_i
 
 
-def prefiltered_topk(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor,
-                     b: torch.Tensor | float, k: int,
-                     shortlist: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def prefiltered_topk(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | float,
+    k: int,
+    shortlist: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``k`` by classifier score among the ``shortlist`` best by cosine.
 
     Returns (scores (Nq, k), gallery indices (Nq, k)), descending. The re-scoring is exact
@@ -50,22 +56,27 @@ def prefiltered_topk(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor,
     scores = torch.empty(cand.shape, dtype=torch.float32, device=q.device)
     step = max(1, int(64_000_000 // max(1, shortlist * q.shape[1])))
     for i in range(0, q.shape[0], step):
-        gc = g[cand[i:i + step]].float()  # (n, shortlist, D)
-        scores[i:i + step] = bias - ((q[i:i + step, None, :].float() - gc).abs_() @ wf)
+        gc = g[cand[i : i + step]].float()  # (n, shortlist, D)
+        scores[i : i + step] = bias - ((q[i : i + step, None, :].float() - gc).abs_() @ wf)
     v, pos = torch.topk(scores, min(k, shortlist), dim=1)
     return v, torch.gather(cand, 1, pos)
 
 
-def prefilter_recall(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor,
-                     b: torch.Tensor | float, shortlist: int = 256,
-                     backend: Backend = "auto") -> float:
+def prefilter_recall(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | float,
+    shortlist: int = 256,
+    backend: Backend = "auto",
+) -> float:
     """Fraction of queries whose exhaustive classifier-best gallery entry is also the
     prefiltered path's best (ties count as found: same score within 1e-4 relative)."""
     if q.shape[0] == 0:
         return 1.0
     ex_v, ex_i = topk_pairs(q, g, w, b, 1, backend=backend)
     pf_v, pf_i = prefiltered_topk(q, g, w, b, 1, shortlist=shortlist)
-    same = (ex_i[:, 0] == pf_i[:, 0])
+    same = ex_i[:, 0] == pf_i[:, 0]
     tie = (ex_v[:, 0] - pf_v[:, 0]).abs() <= 1e-4 * ex_v[:, 0].abs().clamp_min(1.0)
     return float((same | tie).float().mean())
 

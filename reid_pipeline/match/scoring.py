@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 
-def dichotomy_scores(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor,
-                     b: torch.Tensor | float = 0.0, chunk: int = 0) -> torch.Tensor:
+def dichotomy_scores(
+    q: torch.Tensor, g: torch.Tensor, w: torch.Tensor, b: torch.Tensor | float = 0.0, chunk: int = 0
+) -> torch.Tensor:
     """Score every query against every gallery vector.
 
     q: (Nq, D), g: (Ng, D), w: (D,) non-negative weights, b: scalar bias.
@@ -27,8 +28,8 @@ def dichotomy_scores(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor,
         chunk = max(1, int(64_000_000 // max(1, g.shape[0] * q.shape[1])))
     out = torch.empty(q.shape[0], g.shape[0], dtype=torch.float32, device=q.device)
     for i in range(0, q.shape[0], chunk):
-        d = (qf[i:i + chunk, None, :] - gf[None, :, :]).abs_()
-        out[i:i + chunk] = -(d @ wf)
+        d = (qf[i : i + chunk, None, :] - gf[None, :, :]).abs_()
+        out[i : i + chunk] = -(d @ wf)
     return out + (b.float() if isinstance(b, torch.Tensor) else float(b))
 
 
@@ -66,8 +67,10 @@ def resolve_backend(backend: Backend, device: torch.device) -> Backend:
     if backend == "auto":
         return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
     if backend != "torch" and not triton_usable(device):
-        raise ValueError(f"scoring backend {backend!r} needs CUDA (or TRITON_INTERPRET=1); "
-                         f"tensors are on {device}")
+        raise ValueError(
+            f"scoring backend {backend!r} needs CUDA (or TRITON_INTERPRET=1); "
+            f"tensors are on {device}"
+        )
     return backend
 
 
@@ -76,8 +79,13 @@ def _check(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> None:
         raise ValueError(f"shapes q{tuple(q.shape)} g{tuple(g.shape)} w{tuple(w.shape)} do not fit")
 
 
-def score_pairs(q: torch.Tensor, g: Any, w: torch.Tensor,
-                b: torch.Tensor | float = 0.0, backend: Backend = "auto") -> torch.Tensor:
+def score_pairs(
+    q: torch.Tensor,
+    g: Any,
+    w: torch.Tensor,
+    b: torch.Tensor | float = 0.0,
+    backend: Backend = "auto",
+) -> torch.Tensor:
     """(Nq, Ng) float32 scores b - sum_d w_d |q_d - g_d|, on the fastest path available.
 
     ``backend="auto"`` uses the Triton kernel on CUDA (fp16x2 packed arithmetic with fp32
@@ -103,8 +111,9 @@ def _is_packed(g: Any) -> bool:
     return type(g).__name__ == "PackedGallery"
 
 
-def _packed_call(q: torch.Tensor, pg: Any, b: torch.Tensor | float,
-                 k: int) -> tuple[torch.Tensor, ...]:
+def _packed_call(
+    q: torch.Tensor, pg: Any, b: torch.Tensor | float, k: int
+) -> tuple[torch.Tensor, ...]:
     from reid_pipeline.match.triton_kernel import triton_scores, triton_topk
 
     if q.ndim != 2 or q.shape[1] != pg.dim:
@@ -116,9 +125,15 @@ def _packed_call(q: torch.Tensor, pg: Any, b: torch.Tensor | float,
     return triton_topk(q, None, pg.w, _bias_value(b), k, gallery=pg)
 
 
-def topk_pairs(q: torch.Tensor, g: Any, w: torch.Tensor, b: torch.Tensor | float,
-               k: int, backend: Backend = "auto",
-               chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_pairs(
+    q: torch.Tensor,
+    g: Any,
+    w: torch.Tensor,
+    b: torch.Tensor | float,
+    k: int,
+    backend: Backend = "auto",
+    chunk: int = 65536,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``k`` gallery entries per query: (scores (Nq, k) fp32, indices (Nq, k) int64),
     descending. With Triton the selection is fused into the kernel (the Nq x Ng matrix is
     never stored); the torch path scores gallery chunks and merges, so memory stays
@@ -140,7 +155,7 @@ def topk_pairs(q: torch.Tensor, g: Any, w: torch.Tensor, b: torch.Tensor | float
     best_v = torch.full((n, k), float("-inf"), device=q.device)
     best_i = torch.full((n, k), -1, dtype=torch.int64, device=q.device)
     for j in range(0, g.shape[0], chunk):
-        s = dichotomy_scores(q, g[j:j + chunk], w, b)
+        s = dichotomy_scores(q, g[j : j + chunk], w, b)
         kk = min(k, s.shape[1])
         v, i = torch.topk(s, kk, dim=1)
         cv = torch.cat([best_v, v], dim=1)

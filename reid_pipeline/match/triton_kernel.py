@@ -68,7 +68,12 @@ def _l1_step_f16x4(q, g, part):
         add.rn.f16x2 t0, t0, $3;
         add.rn.f16x2 $0, t0, t1;
         }""",
-        "=r,l,l,r", [q, g, part], dtype=tl.int32, is_pure=True, pack=1)
+        "=r,l,l,r",
+        [q, g, part],
+        dtype=tl.int32,
+        is_pure=True,
+        pack=1,
+    )
 
 
 @triton.jit
@@ -80,8 +85,8 @@ def _f16(x, shift: tl.constexpr):
 @triton.jit
 def _l1_step_emulated(q, g, part):
     # the same arithmetic as _l1_step_f16x4 with plain tl ops; part holds two fp16 lanes
-    lo = ((part & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True))
-    hi = (((part >> 16) & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True))
+    lo = (part & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True)
+    hi = ((part >> 16) & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True)
     lo = (tl.abs(_f16(q, 0) - _f16(g, 0)) + lo) + tl.abs(_f16(q, 32) - _f16(g, 32))
     hi = (tl.abs(_f16(q, 16) - _f16(g, 16)) + hi) + tl.abs(_f16(q, 48) - _f16(g, 48))
     lo_bits = lo.to(tl.uint16, bitcast=True).to(tl.int32)
@@ -97,8 +102,22 @@ def _flush(part):
 
 
 @triton.jit
-def _tile_l1(Q, G, W, offs_m, offs_n, N, M, K, stride_q, stride_g,
-             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, MODE: tl.constexpr):
+def _tile_l1(
+    Q,
+    G,
+    W,
+    offs_m,
+    offs_n,
+    N,
+    M,
+    K,
+    stride_q,
+    stride_g,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    MODE: tl.constexpr,
+):
     """sum_k w_k |q_mk - g_nk| for one (BM, BN) tile, fp32.
 
     MODE_F32: Q (N, K), G (M, K) row-major floats, K = dimensions.
@@ -114,10 +133,16 @@ def _tile_l1(Q, G, W, offs_m, offs_n, N, M, K, stride_q, stride_g,
         for k0 in range(0, K, BK):
             offs_k = k0 + tl.arange(0, BK)
             k_ok = offs_k < K
-            q = tl.load(Q + offs_m[:, None] * stride_q + offs_k[None, :],
-                        mask=m_ok[:, None] & k_ok[None, :], other=0).to(tl.float32)
-            g = tl.load(G + offs_n[:, None] * stride_g + offs_k[None, :],
-                        mask=n_ok[:, None] & k_ok[None, :], other=0).to(tl.float32)
+            q = tl.load(
+                Q + offs_m[:, None] * stride_q + offs_k[None, :],
+                mask=m_ok[:, None] & k_ok[None, :],
+                other=0,
+            ).to(tl.float32)
+            g = tl.load(
+                G + offs_n[:, None] * stride_g + offs_k[None, :],
+                mask=n_ok[:, None] & k_ok[None, :],
+                other=0,
+            ).to(tl.float32)
             w = tl.load(W + offs_k, mask=k_ok, other=0.0).to(tl.float32)
             d = tl.abs(q[:, None, :] - g[None, :, :])
             acc += tl.sum(d * w[None, None, :], axis=2)
@@ -140,10 +165,29 @@ def _tile_l1(Q, G, W, offs_m, offs_n, N, M, K, stride_q, stride_g,
 # Sizes and strides vary per call; specializing on them would recompile for every size.
 # Packed strides are multiples of PACK_ROWS, so their specialization is always the same.
 @triton.jit(do_not_specialize=["N", "M", "K", "stride_s", "N_BUCKET", "M_BUCKET"])
-def dichotomy_kernel(Q, G, W, S, TV, TI, N, M, K, stride_q, stride_g, stride_s,
-                     scale, bias, N_BUCKET, M_BUCKET,
-                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                     MODE: tl.constexpr, TOPK: tl.constexpr):
+def dichotomy_kernel(
+    Q,
+    G,
+    W,
+    S,
+    TV,
+    TI,
+    N,
+    M,
+    K,
+    stride_q,
+    stride_g,
+    stride_s,
+    scale,
+    bias,
+    N_BUCKET,
+    M_BUCKET,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    MODE: tl.constexpr,
+    TOPK: tl.constexpr,
+):
     """Grid: (cdiv(N, BM), splits). The gallery's tiles are cut into ``splits`` equal runs;
     without TOPK, splits = cdiv(M, BN) (one tile per program) and scores go to S (N, M)
     fp32. With TOPK a program keeps the best TOPK per query over its run and writes TV/TI
@@ -168,8 +212,11 @@ def dichotomy_kernel(Q, G, W, S, TV, TI, N, M, K, stride_q, stride_g, stride_s,
         acc = _tile_l1(Q, G, W, offs_m, offs_n, N, M, K, stride_q, stride_g, BM, BN, BK, MODE)
         s = bias - acc * scale
         if TOPK == 0:
-            tl.store(S + offs_m[:, None].to(tl.int64) * stride_s + offs_n[None, :], s,
-                     mask=m_ok[:, None] & n_ok[None, :])
+            tl.store(
+                S + offs_m[:, None].to(tl.int64) * stride_s + offs_n[None, :],
+                s,
+                mask=m_ok[:, None] & n_ok[None, :],
+            )
         else:
             s = tl.where(n_ok[None, :], s, float("-inf"))
             # Entries that beat a row's current worst kept score; after the first tiles
@@ -199,18 +246,28 @@ def _packed_configs() -> list[triton.Config]:
     """
     # measured on an H100 (docs/benchmarks.md): 16x256x16/4 warps and 16x128x16/2 warps
     # lead at ~3.3e10 pairs/s; the ptxas register cap (128) is raised in two variants
-    shapes = [(16, 256, 16, 4, None), (16, 256, 8, 4, None), (16, 512, 8, 4, None),
-              (16, 128, 16, 2, None), (8, 512, 16, 4, None), (16, 256, 16, 4, 168),
-              (16, 256, 16, 4, 200), (32, 256, 8, 4, None)]
-    return [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=nw, num_stages=1,
-                          maxnreg=r)
-            for bm, bn, bk, nw, r in shapes]
+    shapes = [
+        (16, 256, 16, 4, None),
+        (16, 256, 8, 4, None),
+        (16, 512, 8, 4, None),
+        (16, 128, 16, 2, None),
+        (8, 512, 16, 4, None),
+        (16, 256, 16, 4, 168),
+        (16, 256, 16, 4, 200),
+        (32, 256, 8, 4, None),
+    ]
+    return [
+        triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=nw, num_stages=1, maxnreg=r)
+        for bm, bn, bk, nw, r in shapes
+    ]
 
 
 def _f32_configs() -> list[triton.Config]:
     shapes = [(32, 32, 8, 4), (64, 64, 4, 4), (32, 64, 8, 4), (64, 32, 8, 4)]
-    return [triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=nw, num_stages=2)
-            for bm, bn, bk, nw in shapes]
+    return [
+        triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=nw, num_stages=2)
+        for bm, bn, bk, nw in shapes
+    ]
 
 
 _KEY = ["K", "N_BUCKET", "M_BUCKET", "MODE", "TOPK"]
@@ -242,7 +299,7 @@ def pack_scale(q: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> float:
     wf = w.float()
     for x in (q, g):
         for i in range(0, x.shape[0], 65536):
-            amax = max(amax, float((x[i:i + 65536].float() * wf).abs().max()) if x.numel() else 0)
+            amax = max(amax, float((x[i : i + 65536].float() * wf).abs().max()) if x.numel() else 0)
     if not math.isfinite(amax):
         raise ValueError("query/gallery embeddings contain inf or NaN")
     if amax == 0.0:
@@ -258,7 +315,7 @@ def pack_operand(x: torch.Tensor, w: torch.Tensor, alpha: float) -> torch.Tensor
     dp = _pad_to(max(d, 1), 4 * _MAX_BK)
     rp = _pad_to(max(r, 1), PACK_ROWS)
     buf = torch.zeros(rp, dp, dtype=torch.float16, device=x.device)
-    wf = (w.float() * alpha)
+    wf = w.float() * alpha
     for i in range(0, r, 65536):
         j = min(r, i + 65536)
         buf[i:j, :d] = (x[i:j].float() * wf).to(torch.float16)
@@ -289,27 +346,47 @@ class PackedGallery:
         return cls(pack_operand(g, w, alpha), g.shape[0], g.shape[1], alpha, w)
 
 
-def _launch(q: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, bias: float, topk: int,
-            packed: bool, config: dict | None = None,
-            gallery: PackedGallery | None = None) -> tuple[torch.Tensor, ...]:
+def _gallery_rows(g: torch.Tensor | None, gallery: PackedGallery | None) -> int:
+    """Rows of the gallery being scored: the packed one when given, else ``g``."""
+    if gallery is not None:
+        return gallery.rows
+    if g is None:
+        raise ValueError("triton scoring needs a gallery: a tensor g or a PackedGallery")
+    return int(g.shape[0])
+
+
+def _launch(
+    q: torch.Tensor,
+    g: torch.Tensor | None,
+    w: torch.Tensor,
+    bias: float,
+    topk: int,
+    packed: bool,
+    config: dict | None = None,
+    gallery: PackedGallery | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Pack (if asked), allocate, launch. ``config`` (BM, BN, BK, num_warps) bypasses the
     autotuner: one compile, used by correctness checks over many shapes. ``gallery`` is a
     pre-packed gallery (then ``g`` is unused); the query is packed with its scale unless
     the query's range would overflow fp16 there, in which case the gallery is re-packed."""
     n = q.shape[0]
-    m = gallery.rows if gallery is not None else g.shape[0]
+    m = _gallery_rows(g, gallery)
     dev = q.device
     interp = interpreting()
     if gallery is not None:
         alpha = gallery.alpha
         qmax = float((q.float() * gallery.w.float()).abs().max()) if n else 0.0
         if qmax * alpha > 4 * PACK_TARGET_MAX:
-            raise ValueError("query values exceed the packed gallery's range; repack with "
-                             "PackedGallery.build on the new data")
+            raise ValueError(
+                "query values exceed the packed gallery's range; repack with "
+                "PackedGallery.build on the new data"
+            )
         qa, ga = pack_operand(q, gallery.w, alpha), gallery.data
         k, sq, sg, scale = qa.shape[0], qa.shape[1], ga.shape[1], 1.0 / alpha
         mode = MODE_EMULATE if interp else MODE_PACKED
         wa = gallery.w.float().contiguous()
+    elif g is None:  # _gallery_rows has refused this already
+        raise ValueError("triton scoring needs a gallery: a tensor g or a PackedGallery")
     elif packed:
         alpha = pack_scale(q, g, w)
         qa, ga = pack_operand(q, w, alpha), pack_operand(g, w, alpha)
@@ -342,8 +419,7 @@ def _launch(q: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, bias: floa
         want = max(1, target // rows)
         return rows, max(1, min(splits_alloc, tiles, want))
 
-    args = (qa, ga, wa, out, tv, ti, n, m, k, sq, sg, m, scale, float(bias), _bucket(n),
-            _bucket(m))
+    args = (qa, ga, wa, out, tv, ti, n, m, k, sq, sg, m, scale, float(bias), _bucket(n), _bucket(m))
     if interp or config is not None:
         cfg = dict(config or _INTERP_CFG)
         nw = cfg.pop("num_warps", 4)
@@ -357,23 +433,36 @@ def _launch(q: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, bias: floa
     return tv, ti
 
 
-def triton_scores(q: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor,
-                  bias: float = 0.0, packed: bool = True, config: dict | None = None,
-                  gallery: PackedGallery | None = None) -> torch.Tensor:
+def triton_scores(
+    q: torch.Tensor,
+    g: torch.Tensor | None,
+    w: torch.Tensor,
+    bias: float = 0.0,
+    packed: bool = True,
+    config: dict | None = None,
+    gallery: PackedGallery | None = None,
+) -> torch.Tensor:
     """(N, M) fp32 scores b - sum_d w_d |q_d - g_d| computed by the kernel.
 
     packed=True needs w >= 0 (the folding identity); the caller checks that. With a
     ``gallery`` (PackedGallery) ``g`` may be None and only the queries are packed.
     """
-    m = gallery.rows if gallery is not None else g.shape[0]
+    m = _gallery_rows(g, gallery)
     if q.shape[0] == 0 or m == 0:
         return torch.empty(q.shape[0], m, dtype=torch.float32, device=q.device)
     return _launch(q, g, w, bias, 0, packed, config, gallery)[0]
 
 
-def triton_topk(q: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, bias: float,
-                k: int, packed: bool = True, config: dict | None = None,
-                gallery: PackedGallery | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def triton_topk(
+    q: torch.Tensor,
+    g: torch.Tensor | None,
+    w: torch.Tensor,
+    bias: float,
+    k: int,
+    packed: bool = True,
+    config: dict | None = None,
+    gallery: PackedGallery | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best k scores and gallery indices per query, descending, without the N x M matrix.
 
     The kernel leaves one unsorted candidate list per (gallery slice, query); a small
@@ -381,10 +470,12 @@ def triton_topk(q: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, bias: 
     gallery has fewer than k entries the tail is (-inf, -1).
     """
     n = q.shape[0]
-    m = gallery.rows if gallery is not None else g.shape[0]
+    m = _gallery_rows(g, gallery)
     if n == 0 or m == 0 or k <= 0:
-        return (torch.full((n, max(k, 0)), float("-inf"), device=q.device),
-                torch.full((n, max(k, 0)), -1, dtype=torch.int64, device=q.device))
+        return (
+            torch.full((n, max(k, 0)), float("-inf"), device=q.device),
+            torch.full((n, max(k, 0)), -1, dtype=torch.int64, device=q.device),
+        )
     tv, ti = _launch(q, g, w, bias, k, packed, config, gallery)
     cand_v = tv.permute(1, 0, 2).reshape(n, -1)
     cand_i = ti.permute(1, 0, 2).reshape(n, -1)

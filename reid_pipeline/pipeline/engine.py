@@ -1,75 +1,158 @@
-"""The recorded-footage pipeline: N sources -> detect -> track -> embed -> match -> gallery.
+"""The engine: the pipeline's two halves and the one typed record between them.
+
+```
+front (per camera group)                                    back (one per gallery)
+frames -> detect -> track -> embed -> FinishedBatch ══▶ decide identities -> commit -> Committed
+```
+
+``Pipeline.start / step(frames) / finish`` is the public API. The recorded driver
+(``pipeline.recorded``, ``reid process``) and the live driver (``pipeline.live``,
+``reid stream``) only gather frames and call it. The seam is ``FinishedBatch``, a plain
+record: in one process ``Back.commit`` is a function call; the distributed mode puts a
+durable stream exactly there.
 
 Why it is shaped like this:
 
-* **One detector call per step for all cameras.** Each step takes up to
-  ``detector.batch // cameras`` frames from every camera still running and sends them to the
-  detector together; the accelerator sees one batch instead of N small ones.
-* **One embedder call per step.** All crops of every tracklet that finished (or is scored
-  provisionally) in a step, from every camera, are embedded in one call.
-* **Commit invariant, for resume and idempotency.** For each source the gallery stores
-  ``frames_processed`` = R: everything committed lies strictly before R, everything from R
-  on is recomputed on resume. R is the first frame of the oldest track still in flight, so
-  a finished tracklet is only committed once it ends before R (it is held back until
-  then). A restart at R reproduces the in-flight tracks, with track ids from the gallery's
-  ``next_track_id`` so they never collide with committed ones. A source whose content
-  (fingerprint) is already done is skipped: re-running the same video adds nothing.
-* **Ctrl-C** ends every open track where it is, commits the in-flight batch with R = the
-  next unprocessed frame, and re-raises ``KeyboardInterrupt``: the database is consistent
-  and the same command resumes.
-* **Provisional scoring.** A long track is matched every ``tracker.provisional_every``
-  frames from the crops it has so far; the result is kept in memory (``provisional``) and
-  in the progress logs, while only the final, finished tracklet is written, which keeps
-  the commit invariant simple.
+* **One detector call per step for all cameras**, and **one embedder call per step** for
+  the crops of every tracklet that finished (or is scored provisionally) in it, from every
+  camera. A crop is embedded once (kept by camera, track and frame until its tracklet
+  ends), however often its growing tracklet is scored.
+* **Commit invariant, for resume and idempotency** (``hold_back=True``, recorded footage).
+  For each source the gallery stores ``frames_processed`` = R: everything committed lies
+  strictly before R, everything from R on is recomputed on resume. R is the first frame of
+  the oldest track still in flight, so a finished tracklet is held back until it ends
+  before R. A restart at R reproduces the in-flight tracks, with track ids from the
+  gallery's ``next_track_id`` so they never collide with committed ones.
+* **Live commits** (``hold_back=False``): a live stream is never replayed, so every step
+  that finished a tracklet commits it at once (R = the next frame); waiting for older
+  tracks would only delay its ``confirmed`` decision. A crash loses only open tracklets.
+* **One track-id scheme**: each camera's tracker numbers its tracks from the gallery's
+  next free id for that source, for files and live streams alike.
+* **Provisional scoring.** A long track is scored every ``provisional_every`` frames from
+  the crops it has so far; the decision is returned (``StepResult.provisional``) but only
+  the finished tracklet is written, which keeps the commit invariant simple.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from reid_pipeline.config import Config
-from reid_pipeline.errors import ConfigError, SourceError
+from reid_pipeline.errors import ConfigError
 from reid_pipeline.types import Frame, Tracklet
 from reid_pipeline.utils import redact_url
+
+if TYPE_CHECKING:
+    from reid_pipeline.detect.base import Detector
+    from reid_pipeline.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class CameraInput:
-    """One input of a run: what to read and which camera it is."""
+# ------------------------------------------------------------------ collaborators
 
-    spec: str
+
+class Embedder(Protocol):
+    """Crops -> one vector each, in one batched call (``embed.embedder.Embedder``)."""
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> Any: ...
+
+
+class Matcher(Protocol):
+    """Identity decisions against a gallery (``match.assign.IdentityMatcher``)."""
+
+    def peek(self, camera: str, tracklet: Any, vectors: Any) -> tuple[int | None, float]: ...
+
+    def commit(self, uow: Any, queries: Sequence[Any]) -> list[Any]: ...
+
+
+class SourceInfo(Protocol):
+    """What ``Pipeline.start`` needs of a camera's source (``sources.VideoSource``)."""
+
     camera: str
+    uri: str
+    fps: float
+    frame_count: int | None
+
+    def fingerprint(self) -> str: ...
 
 
-def open_input(inp: CameraInput, cfg: Config | None = None, start_frame: int = 0) -> Any:
-    """Open one input with the run's settings (``input.fps``, ``input.frames``; ``stream``
-    for URLs)."""
-    from reid_pipeline.config import frame_range
-    from reid_pipeline.sources import open_source
+# ------------------------------------------------------------------ the seam
 
-    fps = cfg.input.fps if cfg is not None and cfg.input.fps > 0 else None
 
-    def opener(start: int) -> Any:
-        return open_source(inp.spec, inp.camera, cfg.stream if cfg is not None else None,
-                           start_frame=start, fps=fps)
+@dataclass(frozen=True)
+class FinishedTracklet:
+    """A tracklet the front is done with: boxes, crops and one vector per crop."""
 
-    part = frame_range(cfg.input.frames, "input.frames") if cfg is not None else None
-    if part is None:
-        return opener(start_frame)
-    from reid_pipeline.sources.range import FrameRangeSource
+    camera: str
+    source_id: int
+    tracklet: Tracklet
+    vectors: np.ndarray  # (n_crops, D); (0, D) when no crop passed the quality filter
 
-    return FrameRangeSource(opener, *part, start_frame=start_frame)
+
+@dataclass(frozen=True)
+class SourceProgress:
+    """A source's resume point R once the batch is committed; ``done``: it ended cleanly."""
+
+    camera: str
+    source_id: int
+    resume_from: int
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class FinishedBatch:
+    """The seam: what the front hands the back, as one unit of commit."""
+
+    tracklets: tuple[FinishedTracklet, ...]
+    progress: tuple[SourceProgress, ...]
+    model_version: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One tracklet's identity: ``provisional`` (still growing) or ``confirmed``
+    (committed). ``identity`` is None when nothing matched yet (provisional) or the
+    tracklet had no usable crop."""
+
+    camera: str
+    track: int
+    identity: int | None
+    score: float | None
+    kind: Literal["provisional", "confirmed"]
+    tracklet_id: int | None = None  # gallery row (confirmed only)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What one gallery transaction wrote."""
+
+    decisions: tuple[Decision, ...]
+    progress: tuple[SourceProgress, ...]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    provisional: tuple[Decision, ...] = ()
+    committed: Committed | None = None
+
+
+@dataclass(frozen=True)
+class CameraStart:
+    """A camera as the gallery knows it when a run starts."""
+
+    camera: str
+    uri: str
+    source_id: int
+    resume_from: int  # first frame to process
+    next_track_id: int
+    done: bool  # this content was processed to its end before: nothing to do
 
 
 @dataclass
@@ -85,58 +168,22 @@ class CameraSummary:
     source_id: int | None = None
 
 
-@dataclass
-class RunSummary:
-    """What a run did, for the CLI and the benchmarks."""
-
-    cameras: list[CameraSummary] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-    failures: dict[str, str] = field(default_factory=dict)  # camera -> why its input broke off
-
-    @property
-    def frames(self) -> int:
-        return sum(c.frames for c in self.cameras)
-
-    @property
-    def tracklets(self) -> int:
-        return sum(c.tracklets for c in self.cameras)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+# ------------------------------------------------------------------ front
 
 
 @dataclass
-class _Pending:
-    """A finished tracklet waiting for the commit point to pass its last frame."""
+class CameraState:
+    """The front's per-camera state: its tracker and where the camera stands."""
 
     camera: str
     source_id: int
-    tracklet: Tracklet
-    vectors: np.ndarray  # (k, D) crop embeddings
-    identity: int | None = None
-    score: float | None = None
-
-
-class _CameraRun:
-    """Per-camera state of a run: the source iterator, its tracker and commit bookkeeping."""
-
-    def __init__(self, inp: CameraInput, source: Any, tracker: Any, source_id: int,
-                 track_offset: int, summary: CameraSummary) -> None:
-        self.inp = inp
-        self.camera = inp.camera
-        self.source = source
-        self.it = iter(source)
-        self.tracker = tracker
-        self.source_id = source_id
-        self.track_offset = track_offset
-        self.summary = summary
-        self.next_frame = int(getattr(source, "start_frame", 0))  # first unprocessed
-        self.exhausted = False
-        self.failed: SourceError | None = None  # the input broke off (input.on_error=continue)
-        self.bar: Any = None
-        self.last_provisional: dict[int, int] = {}
+    tracker: Any  # track.tracker.CameraTracker
+    next_frame: int  # first frame not yet processed
+    summary: CameraSummary
+    ended: bool = False  # no more frames (end of file, or the input failed)
+    flushed: bool = False  # its tracks were ended after ``ended`` was set
+    failed: str | None = None  # why the input broke off
+    scored_at: dict[int, int] = field(default_factory=dict)  # track -> boxes when last scored
 
     def commit_point(self) -> int:
         """R: the first frame that is not yet safe to commit (see the module docstring)."""
@@ -144,283 +191,381 @@ class _CameraRun:
         return min([self.next_frame, *firsts])
 
 
-class Pipeline:
-    """Wires sources, detector, trackers, embedder, matcher and gallery for recorded footage.
+class Front:
+    """Frames -> detections -> tracklets -> embeddings, ending in ``FinishedBatch``."""
 
-    Components are passed in (built by ``Pipeline.build`` from a config) so tests and the
-    live-stream command can swap any of them.
+    def __init__(
+        self,
+        cfg: Config,
+        detector: Detector,
+        embedder: Embedder,
+        model_version: str = "",
+        provisional_every: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.embedder = embedder
+        self.model_version = model_version
+        self.provisional_every = int(provisional_every or cfg.tracker.provisional_every)
+        self.cameras: dict[str, CameraState] = {}
+        self.pending: list[FinishedTracklet] = []
+        self._emb: dict[tuple[str, int, int], np.ndarray] = {}  # crop vectors, see _embed
+        self.ended_now: list[str] = []  # cameras whose end the last step handled
+        self.rows_added = 0  # boxes of tracklets finished since the driver last looked
+
+    def add_camera(self, state: CameraState) -> None:
+        self.cameras[state.camera] = state
+
+    def step(self, frames: Sequence[Frame]) -> list[tuple[CameraState, Tracklet, np.ndarray]]:
+        """Detect (one call for every camera's frames), track, embed what finished; returns
+        the growing tracklets due for provisional scoring, with their vectors."""
+        if frames:
+            unknown = sorted({f.camera for f in frames} - set(self.cameras))
+            if unknown:
+                raise ConfigError(
+                    f"frames of unknown camera(s) {unknown}: start the pipeline "
+                    "with every camera first"
+                )
+            dets = self.detector.detect(list(frames))
+            for fr, d in zip(frames, dets, strict=True):
+                cam = self.cameras[fr.camera]
+                cam.tracker.update(fr, d)
+                cam.next_frame = fr.index + 1
+                cam.summary.frames += 1
+        self.ended_now = [c.camera for c in self.cameras.values() if c.ended and not c.flushed]
+        finished = []
+        for c in self.cameras.values():
+            finished += [
+                (c, t)
+                for t in (
+                    c.tracker.flush() if c.ended and not c.flushed else c.tracker.pop_finished()
+                )
+            ]
+            c.flushed = c.flushed or c.ended
+        due = self._due_provisional()
+        return self._embed_jobs(finished, due)
+
+    def flush(self) -> None:
+        """End every open track now (shutdown, Ctrl-C) and embed it."""
+        finished = [(c, t) for c in self.cameras.values() for t in c.tracker.flush()]
+        self._embed_jobs(finished, [])
+
+    def _due_provisional(self) -> list[tuple[CameraState, Tracklet]]:
+        every = self.provisional_every
+        due = []
+        for c in self.cameras.values():
+            if c.ended:
+                continue
+            for t in c.tracker.active():
+                n = len(t.boxes)
+                if n >= every and t.crops and n - c.scored_at.get(t.track_id, 0) >= every:
+                    c.scored_at[t.track_id] = n
+                    due.append((c, t))
+        return due
+
+    def _embed_jobs(
+        self, finished: list[tuple[CameraState, Tracklet]], due: list[tuple[CameraState, Tracklet]]
+    ) -> list[tuple[CameraState, Tracklet, np.ndarray]]:
+        keep = [(c, t) for c, t in finished if len(t.boxes) >= self.cfg.tracker.min_length]
+        vecs = self._embed(keep + due)
+        for (c, t), v in zip(keep, vecs[: len(keep)], strict=True):
+            self.pending.append(FinishedTracklet(c.camera, c.source_id, t, v))
+            self.rows_added += len(t.boxes)
+            c.summary.tracklets += 1
+        ended = {(c.camera, t.track_id) for c, t in finished}
+        if ended:  # forget per-track state of ended tracks: a week-long run stays bounded
+            self._emb = {k: v for k, v in self._emb.items() if k[:2] not in ended}
+            for c, t in finished:
+                c.scored_at.pop(t.track_id, None)
+        return [(c, t, v) for (c, t), v in zip(due, vecs[len(keep) :], strict=True)]
+
+    def _embed(self, jobs: list[tuple[CameraState, Tracklet]]) -> list[np.ndarray]:
+        """Crop vectors of each job's tracklet, from one embedder call for the whole step."""
+        missing: list[tuple[tuple[str, int, int], np.ndarray]] = []
+        for c, t in jobs:
+            for f, crop in zip(t.crop_frames, t.crops, strict=True):
+                key = (c.camera, t.track_id, f)
+                if key not in self._emb:
+                    missing.append((key, crop))
+        if missing:
+            out = self.embedder.embed_crops([crop for _, crop in missing])
+            vecs = np.asarray(out.float().cpu().numpy() if hasattr(out, "cpu") else out, np.float32)
+            for (key, _), v in zip(missing, vecs, strict=True):
+                self._emb[key] = v
+        dim = int(getattr(self.embedder, "dim", 1))
+        return [
+            np.stack([self._emb[(c.camera, t.track_id, f)] for f in t.crop_frames])
+            if t.crops
+            else np.zeros((0, dim), np.float32)
+            for c, t in jobs
+        ]
+
+    def take(self, *, final: bool) -> FinishedBatch | None:
+        """The finished tracklets that are safe to commit, with each source's resume point.
+
+        ``final``: every pending tracklet, R = the next unprocessed frame (end of a run,
+        Ctrl-C, and every live commit). None when nothing is ready and not ``final``.
+        """
+        points = {
+            c.camera: (c.next_frame if final else c.commit_point()) for c in self.cameras.values()
+        }
+        ready = [p for p in self.pending if p.tracklet.last_frame < points[p.camera]]
+        if not ready and not final:
+            return None
+        ready.sort(key=lambda p: (p.tracklet.first_seen, p.camera))
+        taken = {id(p) for p in ready}
+        self.pending = [p for p in self.pending if id(p) not in taken]
+        progress = tuple(
+            SourceProgress(
+                c.camera, c.source_id, points[c.camera], final and c.ended and c.failed is None
+            )
+            for c in self.cameras.values()
+        )
+        return FinishedBatch(tuple(ready), progress, self.model_version)
+
+
+# ------------------------------------------------------------------ back
+
+
+class Back:
+    """``FinishedBatch`` -> identity decisions -> one gallery transaction -> ``Committed``."""
+
+    def __init__(self, gallery: Gallery, matcher: Matcher) -> None:
+        self.gallery = gallery
+        self.matcher = matcher
+
+    def commit(self, batch: FinishedBatch) -> Committed:
+        """Record every tracklet, decide all identities at once (conflicting tracklets are
+        solved together), and advance each source's resume point, in one transaction."""
+        from reid_pipeline.match.assign import MatchQuery
+
+        decisions: list[Decision] = []
+        with self.gallery.batch() as tx:
+            queries, ids = [], []
+            for p in batch.tracklets:
+                tid = tx.record_tracklet(p.source_id, p.tracklet)
+                ids.append(tid)
+                queries.append(MatchQuery.from_tracklet(p.tracklet, p.vectors, tid))
+            answers = self.matcher.commit(tx, queries) if queries else []
+            for p, tid, a in zip(batch.tracklets, ids, answers, strict=True):
+                decisions.append(
+                    Decision(
+                        p.camera,
+                        p.tracklet.track_id,
+                        a.identity_id,
+                        a.probability,
+                        "confirmed",
+                        tid,
+                    )
+                )
+            for sp in batch.progress:
+                if sp.done:
+                    tx.finish_source(sp.source_id, sp.resume_from)
+                else:
+                    tx.set_progress(sp.source_id, sp.resume_from)
+        log.debug(
+            "committed %d tracklets; resume points %s",
+            len(decisions),
+            {sp.camera: sp.resume_from for sp in batch.progress},
+        )
+        return Committed(tuple(decisions), batch.progress)
+
+    def peek(self, camera: str, tracklet: Tracklet, vectors: np.ndarray) -> Decision:
+        """The identity a growing tracklet would get now (nothing written)."""
+        ident, score = self.matcher.peek(camera, tracklet, vectors)
+        return Decision(camera, tracklet.track_id, ident, score, "provisional")
+
+
+# ------------------------------------------------------------------ the pipeline
+
+
+class Pipeline:
+    """The two halves in one process; see the module docstring.
+
+    Components come in built (``Pipeline.build`` or ``from_components``), so tests and the
+    benchmark can swap any of them.
     """
 
-    def __init__(self, cfg: Config, *, detector: Any, embedder: Any, model: Any,
-                 gallery: Any, matcher: Any) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        detector: Detector,
+        embedder: Embedder,
+        model: Any,
+        gallery: Gallery,
+        matcher: Matcher,
+    ) -> None:
         self.cfg = cfg
         self.detector = detector
         self.embedder = embedder
         self.model = model
         self.gallery = gallery
         self.matcher = matcher
-        self._stop: Callable[[], bool] | None = None
+        self.back = Back(gallery, matcher)
+        self.front: Front | None = None
+        self.hold_back = True
+        self._rows = 0  # sightings finished since the last commit (the commit cadence)
 
-    # ------------------------------------------------------------------ construction
     @classmethod
-    def build(cls, cfg: Config, out_dir: str | Path, *, db: str | None = None,
-              checkpoint: str | None = None, cameras: Sequence[str] = ()) -> Pipeline:
+    def from_components(cls, c: Any) -> Pipeline:
+        """From ``pipeline.build.Components``."""
+        return cls(
+            c.cfg,
+            detector=c.detector,
+            embedder=c.embedder,
+            model=c.model,
+            gallery=c.gallery,
+            matcher=c.matcher,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        cfg: Config,
+        out_dir: str | Path,
+        *,
+        db: str | None = None,
+        checkpoint: str | None = None,
+        cameras: Sequence[str] = (),
+    ) -> Pipeline:
         """Build every real component from ``cfg`` (each failure names its input)."""
-        from reid_pipeline.detect import build_detector
-        from reid_pipeline.embed.embedder import Embedder
-        from reid_pipeline.embed.model import load_model
-        from reid_pipeline.gallery import Gallery
-        from reid_pipeline.gallery.cache import ExemplarCache
-        from reid_pipeline.match.assign import IdentityMatcher
-        from reid_pipeline.utils import resolve_device
+        from reid_pipeline.pipeline.build import build_components
 
-        device = resolve_device(cfg.device)
-        out = Path(out_dir)
-        model = load_model(checkpoint or cfg.model.checkpoint, cfg.model, device)
-        model.scoring_backend = "auto" if cfg.match.use_triton else "torch"
-        model.eval()
-        detector = build_detector(cfg.detector, device, cameras=cameras)
-        # the input size the model was built (trained) for, not the config's default
-        embedder = Embedder(model, device, batch=cfg.model.batch, half=cfg.model.half)
-        db_url = db or cfg.gallery.db or str(out / "reid.db")
-        crops_dir: Path | str | None = cfg.gallery.crops_dir or None
-        if crops_dir is None and "://" in db_url and not db_url.startswith("sqlite"):
-            crops_dir = out / "crops"  # a server database: crops go beside the run's outputs
-        gallery = Gallery.open(db_url, cfg.gallery, crops_dir)
-        cache = ExemplarCache(gallery, model.model_version, device=device)
-        matcher = IdentityMatcher(model.pair_probability, cache, cfg.match)
-        return cls(cfg, detector=detector, embedder=embedder, model=model, gallery=gallery,
-                   matcher=matcher)
+        return cls.from_components(
+            build_components(cfg, out_dir, db=db, checkpoint=checkpoint, cameras=cameras)
+        )
 
-    # ------------------------------------------------------------------ the run
-    @staticmethod
-    def open_inputs(inputs: Sequence[CameraInput], cfg: Config | None = None) -> list[Any]:
-        """Open (and so validate) every source before anything is written."""
-        names = [i.camera for i in inputs]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(f"camera name(s) {dup} given to more than one input; "
-                              "each input needs its own camera")
-        return [open_input(i, cfg) for i in inputs]
+    # ------------------------------------------------------------------ public API
+    def start(
+        self,
+        sources: Sequence[SourceInfo],
+        *,
+        hold_back: bool = True,
+        provisional_every: int | None = None,
+    ) -> list[CameraStart]:
+        """Register each camera and source in the gallery; a tracker for each that has work.
 
-    def run(self, inputs: Sequence[CameraInput],
-            stop: Callable[[], bool] | None = None) -> RunSummary:
-        """Process every input to its end (or until ``stop()`` is true, or Ctrl-C)."""
+        ``hold_back``: keep the resume invariant of recorded footage (see the module
+        docstring); False commits every finished tracklet at once (live). A source whose
+        content was processed to its end before is ``done`` and gets no tracker.
+        """
+        from reid_pipeline.sources import DEFAULT_FPS
         from reid_pipeline.track.tracker import CameraTracker
 
-        t0 = time.perf_counter()
-        summary = RunSummary()
-        probes = self.open_inputs(inputs, self.cfg)
-        runs: list[_CameraRun] = []
-        for inp, probe in zip(inputs, probes):
-            uri = redact_url(getattr(probe, "uri", inp.spec))
-            cs = CameraSummary(inp.camera, uri, fps=float(probe.fps),
-                               frame_count=probe.frame_count)
-            summary.cameras.append(cs)
-            self.gallery.ensure_camera(inp.camera, uri)
-            start = self.gallery.begin_source(inp.camera, probe.fingerprint(), uri)
-            source_id, resume = int(start.source_id), int(start.resume_from_frame)
-            cs.source_id = source_id
-            done = bool(getattr(start, "done", False)) or (
-                probe.frame_count is not None and resume >= probe.frame_count)
+        names = [s.camera for s in sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(
+                f"camera name(s) {dup} given to more than one input; "
+                "each input needs its own camera"
+            )
+        self.hold_back = hold_back
+        self.front = Front(
+            self.cfg,
+            self.detector,
+            self.embedder,
+            str(getattr(self.model, "model_version", "") or ""),
+            provisional_every,
+        )
+        starts = []
+        for src in sources:
+            uri = redact_url(src.uri)
+            self.gallery.ensure_camera(src.camera, uri)
+            row = self.gallery.begin_source(src.camera, src.fingerprint(), uri)
+            resume = int(row.resume_from_frame)
+            done = bool(getattr(row, "done", False)) or (
+                src.frame_count is not None and resume >= src.frame_count
+            )
+            st = CameraStart(
+                src.camera,
+                uri,
+                int(row.source_id),
+                resume,
+                int(getattr(row, "next_track_id", 1)),
+                done,
+            )
+            starts.append(st)
             if done:
-                probe.close()
-                cs.skipped = True
-                log.info("camera %s: %s already processed, skipped", inp.camera, uri)
                 continue
-            if resume > 0:
-                probe.close()
-                src = open_input(inp, self.cfg, start_frame=resume)
-                cs.resumed_from = resume
-                log.info("camera %s: resuming at frame %d", inp.camera, resume)
-            else:
-                src = probe
-            # a resumed run continues the source's track numbering: ids stay unique
-            tracker = CameraTracker(inp.camera, self.cfg.tracker, float(src.fps),
-                                    first_track_id=int(getattr(start, "next_track_id", 1)))
-            run = _CameraRun(inp, src, tracker, source_id, 0, cs)
-            run.bar = _bar(inp.camera, src.frame_count, resume, position=len(runs))
-            runs.append(run)
-        self._pending: list[_Pending] = []
-        try:
-            self._loop(runs, stop)
-        except (KeyboardInterrupt, SourceError) as e:
-            # Ctrl-C, or a video that breaks off mid-way (truncated): keep what was done
-            summary.interrupted = True
-            log.warning("%s: committing the in-flight batch",
-                        "interrupted" if isinstance(e, KeyboardInterrupt) else "input failed")
-            self._finish(runs, interrupted=True)
-            summary.seconds = time.perf_counter() - t0
-            raise
-        finally:
-            for r in runs:
-                r.source.close()
-                _close_bar(r.bar)
-        summary.interrupted = summary.interrupted or any(not r.exhausted for r in runs)
-        for r in runs:
-            if r.failed is not None:
-                summary.interrupted = True
-                summary.failures[r.camera] = str(r.failed)
-        summary.seconds = time.perf_counter() - t0
-        return summary
+            fps = float(src.fps or DEFAULT_FPS)
+            summary = CameraSummary(
+                src.camera,
+                uri,
+                resumed_from=resume,
+                fps=fps,
+                frame_count=src.frame_count,
+                source_id=st.source_id,
+            )
+            tracker = CameraTracker(
+                src.camera, self.cfg.tracker, fps, first_track_id=st.next_track_id
+            )
+            self.front.add_camera(CameraState(src.camera, st.source_id, tracker, resume, summary))
+        return starts
 
-    def _loop(self, runs: list[_CameraRun], stop: Callable[[], bool] | None) -> None:
-        batch = max(1, int(self.cfg.detector.batch))
-        rows_since_commit = 0
-        while True:
-            active = [r for r in runs if not r.exhausted]
-            if not active:
-                break
-            if stop is not None and stop():
-                raise KeyboardInterrupt
-            per_cam = max(1, batch // len(active))
-            frames: list[tuple[_CameraRun, Frame]] = []
-            for r in active:
-                for _ in range(per_cam):
-                    try:
-                        fr = next(r.it, None)
-                    except SourceError as e:
-                        if self.cfg.input.on_error == "stop":
-                            raise
-                        # this camera ends here (its frames so far are kept and committed,
-                        # its source stays resumable, not "done"); the others go on
-                        log.error("camera %s: %s; the other cameras go on", r.camera, e)
-                        r.failed = e
-                        fr = None
-                    if fr is None:
-                        r.exhausted = True
-                        break
-                    frames.append((r, fr))
-            self.detect_and_track(frames)
-            finished: list[tuple[_CameraRun, Tracklet]] = []
-            for r in runs:
-                tl = r.tracker.flush() if r.exhausted else r.tracker.pop_finished()
-                finished.extend((r, t) for t in tl)
-            provisional = self._due_provisional(active)
-            self._embed_and_match(finished, provisional)
-            rows_since_commit += sum(len(t.boxes) for _, t in finished)
-            if rows_since_commit >= self.cfg.gallery.batch_size or any(
-                    r.exhausted for r in active):
-                self._commit(runs)
-                rows_since_commit = 0
-        self._commit(runs, final=True)
+    def end_camera(self, camera: str, failed: str | None = None) -> None:
+        """No more frames from ``camera`` (``failed``: why its input broke off); its open
+        tracks end in the next ``step``."""
+        cam = self._front().cameras[camera]
+        cam.ended = True
+        cam.failed = failed
 
-    def detect_and_track(self, frames: Sequence[tuple[_CameraRun, Frame]]) -> None:
-        """One detector call for the frames of every camera, then each camera's tracker.
+    def step(self, frames: Sequence[Frame]) -> StepResult:
+        """Detect, track, embed; score growing tracklets; commit what is due."""
+        front = self._front()
+        due = front.step(frames)
+        provisional = tuple(self.back.peek(c.camera, t, v) for c, t, v in due if len(v))
+        for d in provisional:
+            log.debug(
+                "camera %s track %d: provisional identity %s (p=%s)",
+                d.camera,
+                d.track,
+                d.identity,
+                d.score,
+            )
+        self._rows += front.rows_added
+        front.rows_added = 0
+        committed = None
+        if not self.hold_back:
+            if front.pending:
+                committed = self._commit(final=True)
+        elif self._rows >= self.cfg.gallery.batch_size or front.ended_now:
+            committed = self._commit(final=False)
+            self._rows = 0
+        return StepResult(provisional, committed)
 
-        (Issue 5: shared with the live loop, ``stream.LiveSteps``, which gathers its frames
-        from reader threads instead of ``_loop``'s blocking iterators.)
-        """
-        if not frames:
-            return
-        dets = self.detector.detect([f for _, f in frames])
-        for (r, fr), d in zip(frames, dets):
-            r.tracker.update(fr, d)
-            r.next_frame = fr.index + 1
-            r.summary.frames += 1
-            _bar_update(r.bar)
+    def finish(self) -> Committed:
+        """End every open track, commit everything, R = the next unprocessed frame."""
+        front = self._front()
+        front.flush()
+        return self._commit(final=True) or Committed((), ())
 
-    def _finish(self, runs: list[_CameraRun], interrupted: bool) -> None:
-        """End every open track now and commit everything up to the last processed frame."""
-        finished = [(r, t) for r in runs for t in r.tracker.flush()]
-        self._embed_and_match(finished, [])
-        self._commit(runs, final=True)
+    @property
+    def cameras(self) -> dict[str, CameraState]:
+        return self._front().cameras
 
-    # ------------------------------------------------------------------ embed + match
-    def _due_provisional(self, active: list[_CameraRun]) -> list[tuple[_CameraRun, Tracklet]]:
-        every = int(self.cfg.tracker.provisional_every)
-        due = []
-        for r in active:
-            for t in r.tracker.active():
-                n = len(t.boxes)
-                if n >= every and t.crops and n - r.last_provisional.get(t.track_id, 0) >= every:
-                    r.last_provisional[t.track_id] = n
-                    due.append((r, t))
-        return due
+    # ------------------------------------------------------------------ internals
+    def _front(self) -> Front:
+        if self.front is None:
+            raise RuntimeError("Pipeline.start() must be called before step() or finish()")
+        return self.front
 
-    @staticmethod
-    def forget_ended(finished: Sequence[tuple[_CameraRun, Tracklet]]) -> None:
-        """Drop the provisional cadence of ended tracks, so week-long runs stay bounded."""
-        for r, t in finished:
-            r.last_provisional.pop(t.track_id, None)
-
-    def _embed_and_match(self, finished: list[tuple[_CameraRun, Tracklet]],
-                         provisional: list[tuple[_CameraRun, Tracklet]]) -> None:
-        self.forget_ended(finished)
-        keep = [(r, t) for r, t in finished if len(t.boxes) >= self.cfg.tracker.min_length]
-        jobs = keep + provisional
-        crops = [c for _, t in jobs for c in t.crops]
-        if crops:
-            emb = self.embedder.embed_crops(crops).float().cpu().numpy()
-        else:
-            emb = np.zeros((0, 1), np.float32)
-        off = 0
-        for i, (r, t) in enumerate(jobs):
-            vec = emb[off:off + len(t.crops)]
-            off += len(t.crops)
-            if i < len(keep):
-                self._pending.append(_Pending(r.camera, r.source_id, t, vec))
-                r.summary.tracklets += 1
-            elif len(vec):
-                ident, score = self.matcher.peek(r.camera, t, vec) if hasattr(
-                    self.matcher, "peek") else (None, None)
-                log.debug("camera %s track %d: provisional identity %s (p=%s)", r.camera,
-                          t.track_id, ident, score)
-
-    # ------------------------------------------------------------------ commit
-    def _commit(self, runs: list[_CameraRun], final: bool = False) -> None:
-        """Assign and write every pending tracklet that ends before its camera's commit point,
-        then advance the cameras' ``frames_processed`` in the same transaction."""
-        points = {r.camera: (r.next_frame if final else r.commit_point()) for r in runs}
-        ready = [p for p in self._pending
-                 if p.tracklet.last_frame < points[p.camera]]
-        if not ready and not final:
-            return
-        ready.sort(key=lambda p: (p.tracklet.first_seen, p.camera))
-        ready_ids = {id(p) for p in ready}
-        self._pending = [p for p in self._pending if id(p) not in ready_ids]
-        progress_rows = {r.source_id: (points[r.camera],
-                                       final and r.exhausted and r.failed is None)
-                         for r in runs}
-        from reid_pipeline.match.assign import MatchQuery
-
-        offsets = {r.camera: r.track_offset for r in runs}
-        with self.gallery.batch() as tx:
-            queries = []
-            for p in ready:
-                tl = dataclasses.replace(p.tracklet,
-                                         track_id=p.tracklet.track_id + offsets[p.camera])
-                tid = tx.record_tracklet(p.source_id, tl)
-                queries.append(MatchQuery.from_tracklet(tl, p.vectors, tid))
-            if queries:
-                # one global decision for the batch (conflicting tracklets solved together)
-                for p, a in zip(ready, self.matcher.commit(tx, queries)):
-                    p.identity, p.score = a.identity_id, a.probability
-            for sid, (frame, done) in progress_rows.items():
-                if done:
-                    tx.finish_source(sid, frame)
-                else:
-                    tx.set_progress(sid, frame)
-        log.debug("committed %d tracklets; resume points %s", len(ready), points)
+    def _commit(self, *, final: bool) -> Committed | None:
+        batch = self._front().take(final=final)
+        return None if batch is None else self.back.commit(batch)
 
 
-def _bar(camera: str, total: int | None, initial: int, position: int = 0) -> Any:
-    """A tqdm bar per camera, one line each (utils.progress wraps iterables; here frames
-    arrive in steps)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=camera, total=total, initial=initial, unit="frame", dynamic_ncols=True,
-                leave=False, position=position,
-                disable=os.environ.get("REID_NO_PROGRESS") == "1")
-
-
-def _bar_update(bar: Any) -> None:
-    up = getattr(bar, "update", None)
-    if up is not None:
-        up(1)
-
-
-def _close_bar(bar: Any) -> None:
-    close = getattr(bar, "close", None)
-    if close is not None:
-        close()
+__all__ = [
+    "Back",
+    "CameraStart",
+    "CameraState",
+    "CameraSummary",
+    "Committed",
+    "Decision",
+    "FinishedBatch",
+    "FinishedTracklet",
+    "Front",
+    "Pipeline",
+    "SourceProgress",
+    "StepResult",
+]

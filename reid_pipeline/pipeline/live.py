@@ -8,12 +8,13 @@ Why it is shaped like this:
   for the other cameras, so frames of several cameras go to the detector in one call (and
   all crops of a step to the embedder in one call) without a slow or dead camera holding
   the others back.
-* **The stages are the pipeline's.** ``LiveSteps`` drives ``Pipeline``'s own detector call
-  and trackers (``detect_and_track``), provisional cadence, matcher and commit - the code
-  ``reid process`` runs - so a live camera and a recorded one give the same identities.
-  What is live-specific lives here: frame gathering, committing each finished tracklet at
-  once, a crop-embedding cache, events, the watch list, status lines, signals.
-* **Events** come from ``LiveSteps``: ``provisional`` while a tracklet
+* **The stages are the pipeline's.** ``LiveStream`` is a short driver of
+  ``Pipeline.start / step / finish`` - the code ``reid process`` runs - so a live camera and
+  a recorded one give the same identities. What is live-specific lives here: frame
+  gathering, events, the watch list, status lines, signals. The pipeline is started with
+  ``hold_back=False``: a live stream is never replayed, so each finished tracklet is
+  committed at once instead of waiting for older open tracks to end.
+* **Events** come from the pipeline's decisions: ``provisional`` while a tracklet
   grows (every ``stream.provisional_every`` frames), ``confirmed`` once it ended and was
   committed to the gallery. Each says whether the identity is ``new`` or ``known``, carries
   ``alert: true`` when the identity is on the watch list, and records the capture time of
@@ -44,6 +45,7 @@ import numpy as np
 
 from reid_pipeline.config import Config
 from reid_pipeline.errors import OutputError, ReidError
+from reid_pipeline.pipeline.engine import Committed, Decision, StepResult
 from reid_pipeline.types import Frame
 from reid_pipeline.utils import redact_url
 
@@ -79,8 +81,10 @@ class StreamEvent:
         score = "" if self.score is None else f" p={self.score:.2f}"
         flag = "ALERT " if self.alert else ""
         clock = time.strftime("%H:%M:%S", time.localtime(self.captured))
-        return (f"{flag}{clock} {self.camera}: {who} ({self.status}, {self.kind}{score}) "
-                f"track {self.track}, latency {self.latency_s * 1000:.0f} ms")
+        return (
+            f"{flag}{clock} {self.camera}: {who} ({self.status}, {self.kind}{score}) "
+            f"track {self.track}, latency {self.latency_s * 1000:.0f} ms"
+        )
 
 
 class EventLog:
@@ -92,8 +96,9 @@ class EventLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as e:
-            raise OutputError(f"events file {str(self.path)!r} cannot be written: "
-                              f"{e.strerror or e}") from None
+            raise OutputError(
+                f"events file {str(self.path)!r} cannot be written: {e.strerror or e}"
+            ) from None
         self.count = 0
 
     def write(self, event: StreamEvent) -> None:
@@ -129,13 +134,7 @@ class WatchList:
             return
         self._read_at = now
         try:
-            from sqlalchemy import select
-
-            from reid_pipeline.gallery.models import Identity
-
-            with self.gallery.read() as s:
-                self._flagged = {int(i) for i in s.scalars(
-                    select(Identity.id).where(Identity.flagged.is_(True)))}
+            self._flagged = self.gallery.identity_ids(flagged=True)
         except ReidError as e:  # a read hiccup (DatabaseError) must not stop a live stream
             log.warning("watch list: cannot read flagged identities: %s", redact_url(str(e)))
 
@@ -167,8 +166,12 @@ class Percentiles:
         return float(np.percentile(np.fromiter(self.values, float), q)) if self.values else None
 
     def summary(self) -> dict[str, Any]:
-        return {"n": len(self.values), "p50": self.pct(50), "p99": self.pct(99),
-                "max": max(self.values) if self.values else None}
+        return {
+            "n": len(self.values),
+            "p50": self.pct(50),
+            "p99": self.pct(99),
+            "max": max(self.values) if self.values else None,
+        }
 
 
 @dataclass
@@ -206,20 +209,28 @@ class StreamSummary:
     stopped_by: str = ""
 
     def describe(self) -> str:
-        head = (f"stopped ({self.stopped_by}) after {self.seconds:.1f} s: {self.frames} frames "
-                f"in {self.steps} steps, {self.events} events ({self.alerts} alerts)")
+        head = (
+            f"stopped ({self.stopped_by}) after {self.seconds:.1f} s: {self.frames} frames "
+            f"in {self.steps} steps, {self.events} events ({self.alerts} alerts)"
+        )
         lines = [head]
         for c in self.cameras:
-            lines.append(f"  {c['camera']}: {c['state']}, {c['processed']} frames processed, "
-                         f"{c['dropped']} dropped, {c['reconnects']} reconnects"
-                         + (f", last error: {c['last_error']}" if c["last_error"] else ""))
-        for name, p in (("event latency", self.latency),
-                        ("  provisional", self.latency_provisional),
-                        ("  confirmed", self.latency_confirmed),
-                        ("frame lag (capture -> processed)", self.lag)):
+            lines.append(
+                f"  {c['camera']}: {c['state']}, {c['processed']} frames processed, "
+                f"{c['dropped']} dropped, {c['reconnects']} reconnects"
+                + (f", last error: {c['last_error']}" if c["last_error"] else "")
+            )
+        for name, p in (
+            ("event latency", self.latency),
+            ("  provisional", self.latency_provisional),
+            ("  confirmed", self.latency_confirmed),
+            ("frame lag (capture -> processed)", self.lag),
+        ):
             if p.get("n"):
-                lines.append(f"{name}: p50 {p['p50'] * 1000:.0f} ms, "
-                             f"p99 {p['p99'] * 1000:.0f} ms (n={p['n']})")
+                lines.append(
+                    f"{name}: p50 {p['p50'] * 1000:.0f} ms, "
+                    f"p99 {p['p99'] * 1000:.0f} ms (n={p['n']})"
+                )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,8 +240,10 @@ class StreamSummary:
 def status_line(source: Any, stats: CameraStats, now: float) -> str:
     """``gate: live 9.8 fps in, 9.7 fps done, lag 120 ms, dropped 3, reconnects 0``."""
     st = source.status()
-    line = (f"{st.camera}: {st.state.value} {st.fps:.1f} fps in, {stats.fps(now):.1f} fps done, "
-            f"lag {stats.lag * 1000:.0f} ms, dropped {st.dropped}, reconnects {st.reconnects}")
+    line = (
+        f"{st.camera}: {st.state.value} {st.fps:.1f} fps in, {stats.fps(now):.1f} fps done, "
+        f"lag {stats.lag * 1000:.0f} ms, dropped {st.dropped}, reconnects {st.reconnects}"
+    )
     if st.state.value != "live" and st.last_error:
         line += f" - {st.last_error}"
     return redact_url(line)
@@ -239,9 +252,15 @@ def status_line(source: Any, stats: CameraStats, now: float) -> str:
 # ------------------------------------------------------------------ gathering frames
 
 
-def gather(sources: Sequence[Any], per_camera: int, wait_s: float,
-           ready: threading.Event, stop: threading.Event, idle_s: float = 0.2,
-           newest: bool = False) -> list[Frame]:
+def gather(
+    sources: Sequence[Any],
+    per_camera: int,
+    wait_s: float,
+    ready: threading.Event,
+    stop: threading.Event,
+    idle_s: float = 0.2,
+    newest: bool = False,
+) -> list[Frame]:
     """Frames for one step: up to ``per_camera`` from every camera that has one (the newest
     ones when ``newest``, older waiting frames then count as dropped; else the oldest).
 
@@ -249,6 +268,7 @@ def gather(sources: Sequence[Any], per_camera: int, wait_s: float,
     that have none yet, so one detector call covers as many cameras as possible while a
     dead camera delays the others by no more than ``wait_s``.
     """
+
     def have() -> list[bool]:
         return [s.queued > 0 for s in sources]
 
@@ -272,152 +292,6 @@ def gather(sources: Sequence[Any], per_camera: int, wait_s: float,
     for s in sources:
         frames.extend(s.take(per_camera, newest=newest))
     return frames
-
-
-# ------------------------------------------------------------------ the pipeline's step, live
-
-
-@dataclass(frozen=True)
-class MatchNote:
-    """What the step tells the loop about one tracklet decision (becomes a StreamEvent)."""
-
-    camera: str
-    track: int
-    identity: int | None
-    score: float | None
-    kind: str  # "provisional" | "confirmed"
-
-
-class LiveSteps:
-    """``Pipeline``'s stages driven one step at a time by frames that are already there.
-
-    ``Pipeline.run`` pulls frames from blocking iterators until they end, which a live
-    camera never does (and a dead one would stall everyone); here the loop pushes the
-    frames it gathered. Everything else is the pipeline's own code: its ``_CameraRun``
-    bookkeeping, detector, trackers, ``_due_provisional``, its matcher and ``_commit``
-    (matcher + gallery, one transaction). Embedding is the pipeline's embedder, one call per
-    step, with a cache of crop embeddings (see ``_embed``).
-
-    Live commits differ in one way, on purpose: every step that finished a tracklet
-    commits it at once (``_commit(final=True)``: commit point = next unprocessed frame)
-    instead of holding it back until older open tracks end. A recording is resumed by
-    replaying frames, so ``reid process`` keeps its resume invariant; a live stream is never
-    replayed, so waiting would only delay the ``confirmed`` event (possibly for as long as
-    someone stands in view). A crash loses only the open tracklets, never committed ones.
-
-    # TODO(H5): once Pipeline exposes start/step/finish (see the issue-5 report), replace
-    # this class by those methods; the loop (``LiveStream``) already calls exactly these.
-    """
-
-    def __init__(self, pipeline: Any) -> None:
-        import dataclasses
-
-        self.p = pipeline
-        cfg = pipeline.cfg
-        # live cadence of provisional matching: a person should be named while in view, and
-        # live frames arrive slower than a file decodes (tracker.provisional_every is for files)
-        pipeline.cfg = dataclasses.replace(cfg, tracker=dataclasses.replace(
-            cfg.tracker, provisional_every=cfg.stream.provisional_every))
-        self.on_event: Callable[[MatchNote], None] | None = None
-        self.gallery = pipeline.gallery
-        self._emb: dict[tuple[str, int, int], np.ndarray] = {}  # crop embeddings, see _embed
-        self.runs: list[Any] = []
-
-    def start_live(self, sources: Sequence[Any]) -> list[Any]:
-        """Register each camera and its live source in the gallery; one tracker each.
-
-        A live source keeps one gallery ``Source`` row per camera and URL across runs; its
-        frame numbers continue from the stored progress and its track ids from the
-        gallery's next free one, so nothing of an earlier run is overwritten.
-        """
-        from reid_pipeline.pipeline.engine import CameraInput, CameraSummary, _CameraRun
-        from reid_pipeline.sources import DEFAULT_FPS
-        from reid_pipeline.track.tracker import CameraTracker
-
-        self.p._pending = []
-        runs = []
-        for src in sources:
-            self.gallery.ensure_camera(src.camera, src.uri)
-            start = self.gallery.begin_source(src.camera, src.fingerprint(), src.uri)
-            source_id, resume = int(start.source_id), int(start.resume_from_frame)
-            src.start_frame = resume  # the reader numbers its first frame with this
-            fps = float(src.fps or DEFAULT_FPS)
-            tracker = CameraTracker(src.camera, self.p.cfg.tracker, fps)
-            offset = int(getattr(start, "next_track_id", 1)) - 1
-            summary = CameraSummary(src.camera, src.uri, fps=fps, frame_count=None)
-            summary.source_id = source_id
-            runs.append(_CameraRun(CameraInput(src.uri, src.camera), src, tracker, source_id,
-                                   offset, summary))
-        self.runs = runs
-        return runs
-
-    def step(self, frames: Sequence[tuple[Any, Frame]]) -> None:
-        """Detect (one call for all cameras' frames), track, embed, match, commit."""
-        p = self.p
-        p.detect_and_track(frames)
-        finished = [(r, t) for r in self.runs for t in r.tracker.pop_finished()]
-        self._match(finished, p._due_provisional(self.runs))
-
-    def finish(self, runs: Sequence[Any] | None = None) -> None:
-        """Close every open tracklet, match and commit it (shutdown)."""
-        runs = list(runs if runs is not None else self.runs)
-        finished = [(r, t) for r in runs for t in r.tracker.flush()]
-        self._match(finished, [])
-
-    def _embed(self, jobs: list[tuple[Any, Any]]) -> list[np.ndarray]:
-        """Crop embeddings of each job's tracklet, in one embedder call for the whole step.
-
-        A growing tracklet is scored again every few frames with mostly the same crops, so
-        each crop is embedded once and remembered by (camera, track, frame) until its
-        tracklet is committed; on a CPU this is most of a step's time.
-        """
-        missing: list[tuple[tuple[str, int, int], np.ndarray]] = []
-        for r, t in jobs:
-            for f, c in zip(t.crop_frames, t.crops):
-                key = (r.camera, t.track_id, f)
-                if key not in self._emb:
-                    missing.append((key, c))
-        if missing:
-            vecs = self.p.embedder.embed_crops([c for _, c in missing]).float().cpu().numpy()
-            for (key, _), v in zip(missing, vecs):
-                self._emb[key] = v
-        dim = int(getattr(self.p.embedder, "dim", 1))
-        return [np.stack([self._emb[(r.camera, t.track_id, f)] for f in t.crop_frames])
-                if t.crops else np.zeros((0, dim), np.float32) for r, t in jobs]
-
-    def _match(self, finished: list[tuple[Any, Any]], provisional: list[tuple[Any, Any]]) -> None:
-        from reid_pipeline.pipeline.engine import _Pending
-
-        p = self.p
-        keep = [(r, t) for r, t in finished if len(t.boxes) >= p.cfg.tracker.min_length]
-        vecs = self._embed(keep + provisional)
-        for (r, t), v in zip(keep, vecs):
-            p._pending.append(_Pending(r.camera, r.source_id, t, v))
-            r.summary.tracklets += 1
-        for (r, t), v in zip(provisional, vecs[len(keep):]):
-            if len(v):
-                ident, score = p.matcher.peek(r.camera, t, v)
-                self._note(MatchNote(r.camera, t.track_id + r.track_offset, ident, score,
-                                     "provisional"))
-        done = {(r.camera, t.track_id) for r, t in finished}
-        if done:  # forget per-track state of ended tracks: a live run must not grow for ever
-            self._emb = {k: v for k, v in self._emb.items() if k[:2] not in done}
-            p.forget_ended(finished)
-        if not p._pending:
-            return
-        before = list(p._pending)
-        p._commit(self.runs, final=True)
-        left = {id(x) for x in p._pending}
-        offsets = {r.camera: r.track_offset for r in self.runs}
-        for pend in before:
-            # a tracklet without a usable crop is recorded (sightings) but names nobody
-            if id(pend) not in left and pend.identity is not None:
-                self._note(MatchNote(pend.camera, pend.tracklet.track_id + offsets[pend.camera],
-                                     pend.identity, pend.score, "confirmed"))
-
-    def _note(self, note: MatchNote) -> None:
-        if self.on_event is not None:
-            self.on_event(note)
 
 
 # ------------------------------------------------------------------ the loop
@@ -458,27 +332,34 @@ class StopFlag:
         def restore() -> None:
             for sig, h in old.items():
                 signal.signal(sig, h)
+
         return restore
 
 
 class LiveStream:
     """Runs ``pipeline`` over live ``sources`` until stopped; see the module docstring.
 
-    ``pipeline`` is a ``reid_pipeline.pipeline.engine.Pipeline`` (driven through ``LiveSteps``);
+    ``pipeline`` is a ``reid_pipeline.pipeline.engine.Pipeline``;
     ``sources`` are ``RtspSource`` readers (not started yet).
     ``on_event`` / ``on_status`` let the command print (library code never prints).
     """
 
-    def __init__(self, cfg: Config, pipeline: Any, sources: Sequence[Any], events_path: Path,
-                 *, on_event: Callable[[StreamEvent], None] | None = None,
-                 on_status: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        pipeline: Any,
+        sources: Sequence[Any],
+        events_path: Path,
+        *,
+        on_event: Callable[[StreamEvent], None] | None = None,
+        on_status: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
         self.sources = list(sources)
         self.events_path = Path(events_path)
         self.on_event = on_event
         self.on_status = on_status
-        self.steps = LiveSteps(pipeline)
         self.watch = WatchList(cfg.stream.watch, getattr(pipeline, "gallery", None))
         self.known: set[int] = set()  # identities that existed before (new vs known)
         self.stats = {s.camera: CameraStats() for s in self.sources}
@@ -491,24 +372,47 @@ class LiveStream:
         self.stopping = False  # set while shutdown closes the open tracklets
         self._log: EventLog | None = None
 
-    # -- event hook, called by the pipeline (same thread) --------------------------------
-    def _emit(self, ev: MatchNote) -> None:
+    # -- events, from the pipeline's decisions ---------------------------------------------
+    def _emit_all(self, result: StepResult | Committed | None) -> None:
+        if result is None:
+            return
+        if isinstance(result, StepResult):
+            for d in result.provisional:
+                self._emit(d)
+            result = result.committed
+        if result is not None:
+            # a tracklet without a usable crop is recorded (sightings) but names nobody
+            for d in result.decisions:
+                if d.identity is not None:
+                    self._emit(d)
+
+    def _emit(self, ev: Decision) -> None:
         now = time.time()
         identity = None if ev.identity is None else int(ev.identity)
         new = identity is None or identity not in self.known
         if identity is not None and ev.kind == "confirmed":
             self.known.add(identity)
         # the newest frame of that camera a step has processed: the event is its consequence
-        captured = getattr(ev, "captured", None) or self.stats[ev.camera].last_capture or now
-        event = StreamEvent(timestamp=now, camera=ev.camera, identity=identity,
-                            score=None if ev.score is None else float(ev.score),
-                            status="new" if new else "known", kind=ev.kind,
-                            alert=identity in self.watch, track=int(ev.track),
-                            captured=captured, latency_s=max(0.0, now - captured))
+        captured = self.stats[ev.camera].last_capture or now
+        event = StreamEvent(
+            timestamp=now,
+            camera=ev.camera,
+            identity=identity,
+            score=None if ev.score is None else float(ev.score),
+            status="new" if new else "known",
+            kind=ev.kind,
+            alert=identity in self.watch,
+            track=int(ev.track),
+            captured=captured,
+            latency_s=max(0.0, now - captured),
+        )
         if not self.stopping:  # tracklets closed by shutdown say nothing about latency
             self.latency.add(event.latency_s)
-            kind = self.latency_provisional if event.kind == "provisional" else (
-                self.latency_confirmed)
+            kind = (
+                self.latency_provisional
+                if event.kind == "provisional"
+                else (self.latency_confirmed)
+            )
             kind.add(event.latency_s)
         self.summary.events += 1
         self.summary.alerts += int(event.alert)
@@ -527,15 +431,20 @@ class LiveStream:
         cfg = self.cfg
         t0 = time.monotonic()
         self._log = EventLog(self.events_path)
-        runs: list[Any] = []
+        started = False
         clean = True  # False: a second signal (KeyboardInterrupt) or an error; skip the flush
         try:
             self.known = _identity_ids(self.pipeline.gallery)
-            self.steps.on_event = self._emit
             for s in self.sources:
                 s.notify = self.ready
-            runs = self.steps.start_live(self.sources)
-            run_of = {r.camera: r for r in runs}
+            # one gallery Source row per camera and URL across runs; frame numbers continue
+            # from the stored progress, track ids from the gallery's next free one
+            starts = self.pipeline.start(
+                self.sources, hold_back=False, provisional_every=cfg.stream.provisional_every
+            )
+            for s, st in zip(self.sources, starts, strict=True):
+                s.start_frame = st.resume_from  # the reader numbers its first frame with this
+            started = True
             for s in self.sources:
                 s.start()
             per_cam = cfg.stream.frames_per_step
@@ -545,10 +454,16 @@ class LiveStream:
                 if cfg.stream.duration_s and time.monotonic() - t0 >= cfg.stream.duration_s:
                     stop.set("duration")
                     break
-                frames = gather(self.sources, per_cam, cfg.stream.batch_wait_s, self.ready,
-                                stop.event, newest=newest)
+                frames = gather(
+                    self.sources,
+                    per_cam,
+                    cfg.stream.batch_wait_s,
+                    self.ready,
+                    stop.event,
+                    newest=newest,
+                )
                 if frames:
-                    self._step(frames, run_of)
+                    self._step(frames)
                 if cfg.stream.status_every_s and time.monotonic() >= next_status:
                     next_status = time.monotonic() + cfg.stream.status_every_s
                     lines = self._status(time.time())
@@ -564,18 +479,17 @@ class LiveStream:
                 s.close(timeout=0.5)
             self.stopping = True
             try:
-                if clean and runs:
-                    self.steps.finish(runs)  # close open tracklets, match, commit
+                if clean and started:
+                    self._emit_all(self.pipeline.finish())  # close open tracklets, commit
             finally:
-                self.steps.on_event = None
                 self._log.close()
         return self._summarise(time.monotonic() - t0, stop.reason or "stopped")
 
-    def _step(self, frames: list[Frame], run_of: dict[str, Any]) -> None:
+    def _step(self, frames: list[Frame]) -> None:
         for f in frames:
             st = self.stats[f.camera]
             st.last_capture = max(st.last_capture, f.timestamp)
-        self.steps.step([(run_of[f.camera], f) for f in frames])
+        self._emit_all(self.pipeline.step(frames))
         done = time.time()
         for f in frames:  # lag: capture -> fully processed (detected, tracked, matched)
             st = self.stats[f.camera]
@@ -605,13 +519,17 @@ class LiveStream:
 
 def _identity_ids(gallery: Any) -> set[int]:
     """Ids of every identity in the gallery (one cheap query)."""
-    from sqlalchemy import select
-
-    from reid_pipeline.gallery.models import Identity
-
-    with gallery.read() as s:
-        return {int(i) for i in s.scalars(select(Identity.id))}
+    return set(gallery.identity_ids())
 
 
-__all__ = ["EventLog", "LiveStream", "Percentiles", "StopFlag", "StreamEvent", "StreamSummary",
-           "WatchList", "gather", "status_line"]
+__all__ = [
+    "EventLog",
+    "LiveStream",
+    "Percentiles",
+    "StopFlag",
+    "StreamEvent",
+    "StreamSummary",
+    "WatchList",
+    "gather",
+    "status_line",
+]

@@ -24,11 +24,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reid_pipeline.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    from reid_pipeline.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +110,9 @@ def pick_person(boxes: np.ndarray, scores: np.ndarray) -> int:
     return int(np.argmax(area * scores))
 
 
-def person_crop(image: np.ndarray, detector: Any, mode: str, name: str
-                ) -> tuple[np.ndarray, tuple[int, int, int, int] | None, str]:
+def person_crop(
+    image: np.ndarray, detector: Any, mode: str, name: str
+) -> tuple[np.ndarray, tuple[int, int, int, int] | None, str]:
     """(crop, box in the photo or None, "frame"|"crop") according to ``mode``."""
     if mode == "crop":
         return image, None, "crop"
@@ -118,8 +122,11 @@ def person_crop(image: np.ndarray, detector: Any, mode: str, name: str
         h, w = image.shape[:2]
         x1, y1, x2, y2 = (round(float(v)) for v in dets.boxes[i])
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
-        if mode == "auto" and looks_like_crop(image) and \
-                (x2 - x1) * (y2 - y1) >= CROP_COVER * w * h:
+        if (
+            mode == "auto"
+            and looks_like_crop(image)
+            and (x2 - x1) * (y2 - y1) >= CROP_COVER * w * h
+        ):
             # a person crop already: the detector's box inside it only trims the margin
             # the model was trained with (Market-1501 crops are boxes with some context)
             log.info("search: the photo is a person crop; taking it whole")
@@ -131,16 +138,19 @@ def person_crop(image: np.ndarray, detector: Any, mode: str, name: str
         log.info("search: no person detected; the photo is shaped like a crop, taking it whole")
         return image, None, "crop"
     raise InputError(
-        f"photo {name!r}: no person found in it" + (
+        f"photo {name!r}: no person found in it"
+        + (
             " (if it is already a tight crop of one person, pass --mode crop)"
-            if mode == "auto" else ""))
+            if mode == "auto"
+            else ""
+        )
+    )
 
 
 # ---------------------------------------------------------------- scoring
 
 
-def rank_identities(probabilities: np.ndarray, identity_ids: np.ndarray
-                    ) -> list[tuple[int, float]]:
+def rank_identities(probabilities: np.ndarray, identity_ids: np.ndarray) -> list[tuple[int, float]]:
     """(identity, best exemplar probability), highest first (ties: lower id first)."""
     best: dict[int, float] = {}
     for iid, p in zip(identity_ids.tolist(), probabilities.tolist()):
@@ -149,8 +159,9 @@ def rank_identities(probabilities: np.ndarray, identity_ids: np.ndarray
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def score_photo_embedding(model: Any, embedding: Any, gallery: Any) -> tuple[np.ndarray,
-                                                                             np.ndarray]:
+def score_photo_embedding(
+    model: Any, embedding: Any, gallery: Gallery
+) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities of the query against every exemplar of the model's version."""
     import torch
 
@@ -161,7 +172,8 @@ def score_photo_embedding(model: Any, embedding: Any, gallery: Any) -> tuple[np.
         if have:
             raise InputError(
                 f"the gallery's exemplars were made by model(s) {have}, but the loaded model "
-                f"is {version!r}: pass the --checkpoint the gallery was built with")
+                f"is {version!r}: pass the --checkpoint the gallery was built with"
+            )
         raise InputError("the gallery has no identities to search (it is empty)")
     q = torch.as_tensor(embedding, dtype=torch.float32).reshape(1, -1)
     device = next(model.parameters()).device
@@ -170,49 +182,37 @@ def score_photo_embedding(model: Any, embedding: Any, gallery: Any) -> tuple[np.
     return ids, probs
 
 
-def camera_sightings(gallery: Any, identities: Sequence[int]) -> dict[int, list[CameraSighting]]:
+def camera_sightings(
+    gallery: Gallery, identities: Sequence[int]
+) -> dict[int, list[CameraSighting]]:
     """Per identity and camera: first/last seen, sightings and tracklets."""
-    from sqlalchemy import func, select
-
-    from reid_pipeline.gallery.models import Camera, SightingRow, Tracklet
-
     out: dict[int, list[CameraSighting]] = defaultdict(list)
     if not identities:
         return out
-    ids = list(identities)
-    with gallery.read() as s:
-        per = s.execute(
-            select(Tracklet.identity_id, Camera.name, func.min(Tracklet.first_ts),
-                   func.max(Tracklet.last_ts), func.count(Tracklet.id))
-            .join(Camera, Camera.id == Tracklet.camera_id)
-            .where(Tracklet.identity_id.in_(ids))
-            .group_by(Tracklet.identity_id, Camera.name)).all()
-        counts = {(r[0], r[1]): int(r[2]) for r in s.execute(
-            select(Tracklet.identity_id, Camera.name, func.count(SightingRow.id))
-            .join(Camera, Camera.id == Tracklet.camera_id)
-            .join(SightingRow, SightingRow.tracklet_id == Tracklet.id)
-            .where(Tracklet.identity_id.in_(ids))
-            .group_by(Tracklet.identity_id, Camera.name))}
-    for iid, cam, lo, hi, ntr in per:
-        out[iid].append(CameraSighting(cam, float(lo), float(hi), counts.get((iid, cam), 0),
-                                       int(ntr)))
+    for c in gallery.camera_presence(identities):
+        out[c.identity_id].append(
+            CameraSighting(c.camera, c.first_seen, c.last_seen, c.sightings, c.tracklets)
+        )
     for v in out.values():
         v.sort(key=lambda c: c.first_seen)
     return out
 
 
-def search_photo(gallery: Any, photo: str | Path, model: Any, embedder: Any,
-                 detector: Any = None, top: int = 10, mode: str = "auto",
-                 min_probability: float = 0.0) -> SearchResult:
+def search_photo(
+    gallery: Gallery,
+    photo: str | Path,
+    model: Any,
+    embedder: Any,
+    detector: Any = None,
+    top: int = 10,
+    mode: str = "auto",
+    min_probability: float = 0.0,
+) -> SearchResult:
     """Find the identities the person in ``photo`` most probably is.
 
     ``detector`` is used in ``auto``/``frame`` mode (any ``reid_pipeline.detect`` detector);
     ``embedder`` is a ``reid_pipeline.embed.embedder.Embedder`` around ``model``.
     """
-    from sqlalchemy import select
-
-    from reid_pipeline.gallery.models import Identity
-
     if mode not in ("auto", "frame", "crop"):
         raise InputError(f"search mode {mode!r}: choose auto, frame or crop")
     image = read_photo(photo)
@@ -222,13 +222,11 @@ def search_photo(gallery: Any, photo: str | Path, model: Any, embedder: Any,
     ranked = rank_identities(probs, ids)
     chosen = [(i, p) for i, p in ranked if p >= min_probability][:top]
     where = camera_sightings(gallery, [i for i, _ in chosen])
-    with gallery.read() as s:
-        names = {r[0]: r[1] for r in s.execute(
-            select(Identity.id, Identity.name).where(Identity.id.in_([i for i, _ in chosen])))}
+    names = gallery.identity_names(i for i, _ in chosen)
     hits = []
     for rank, (iid, p) in enumerate(chosen, start=1):
-        crops = [c for c in gallery.crops(identity_id=iid) if c.path is not None]
-        thumb = Path(crops[len(crops) // 2].path) if crops else None
+        paths = [c.path for c in gallery.crops(identity_id=iid) if c.path is not None]
+        thumb = paths[len(paths) // 2] if paths else None
         hits.append(SearchHit(rank, iid, names.get(iid), float(p), where.get(iid, []), thumb))
     log.info("search: %d identities scored, %d listed", len(ranked), len(hits))
     return SearchResult(str(photo), used, box, model.model_version, len(ranked), crop, hits)
@@ -241,17 +239,23 @@ def format_result(res: SearchResult) -> str:
     """The result as a plain-text table (what ``reid search`` prints)."""
     from reid_pipeline.report.site import fmt_time
 
-    how = (f"person detected at x1,y1,x2,y2 = {','.join(map(str, res.box))}" if res.box
-           else "taken whole as a person crop")
-    lines = [(f"query: {res.photo} ({how}); model {res.model_version}; "
-             f"{res.scored} identities scored")]
+    how = (
+        f"person detected at x1,y1,x2,y2 = {','.join(map(str, res.box))}"
+        if res.box
+        else "taken whole as a person crop"
+    )
+    lines = [
+        (f"query: {res.photo} ({how}); model {res.model_version}; {res.scored} identities scored")
+    ]
     if not res.hits:
         lines.append("no identity above the probability limit")
     for h in res.hits:
         lines.append(f"{h.rank:>3}. {h.label:<24} p={h.probability:.3f}")
         for c in h.cameras:
-            lines.append(f"       {c.camera}: {fmt_time(c.first_seen)} .. {fmt_time(c.last_seen)}"
-                         f"  ({c.sightings} sightings, {c.tracklets} tracklet(s))")
+            lines.append(
+                f"       {c.camera}: {fmt_time(c.first_seen)} .. {fmt_time(c.last_seen)}"
+                f"  ({c.sightings} sightings, {c.tracklets} tracklet(s))"
+            )
     return "\n".join(lines)
 
 
@@ -259,37 +263,43 @@ def write_result_html(res: SearchResult, out: str | Path) -> Path:
     """The result as one self-contained page (query picture inlined, thumbnails linked)."""
     import cv2
 
-    from reid_pipeline.report.site import _e, fmt_time, rel_href, standalone_page
+    from reid_pipeline.report.site import esc, fmt_time, rel_href, standalone_page
 
     path = Path(out)
     ok, buf = cv2.imencode(".jpg", res.crop)
     query = base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
     rows = []
     for h in res.hits:
-        img = (f"<img src=\"{rel_href(h.thumbnail, path.parent)}\" alt=\"{_e(h.label)}\">"
-               if h.thumbnail else "<div class=\"noimg\"></div>")
+        img = (
+            f'<img src="{rel_href(h.thumbnail, path.parent)}" alt="{esc(h.label)}">'
+            if h.thumbnail
+            else '<div class="noimg"></div>'
+        )
         cams = "".join(
-            f"<dd>{_e(c.camera)}: {_e(fmt_time(c.first_seen))} &ndash; "
-            f"{_e(fmt_time(c.last_seen))} ({c.sightings} sightings)</dd>" for c in h.cameras)
+            f"<dd>{esc(c.camera)}: {esc(fmt_time(c.first_seen))} &ndash; "
+            f"{esc(fmt_time(c.last_seen))} ({c.sightings} sightings)</dd>"
+            for c in h.cameras
+        )
         rows.append(
-            f"<div class=\"card\" data-identity=\"{h.identity}\" data-rank=\"{h.rank}\">{img}"
-            f"<div><div class=\"name\">{h.rank}. {_e(h.label)}</div><dl>"
-            f"<dt>probability</dt><dd class=\"probability\">{h.probability:.3f}</dd>"
-            f"<dt>seen</dt>{cams}</dl></div></div>")
+            f'<div class="card" data-identity="{h.identity}" data-rank="{h.rank}">{img}'
+            f'<div><div class="name">{h.rank}. {esc(h.label)}</div><dl>'
+            f'<dt>probability</dt><dd class="probability">{h.probability:.3f}</dd>'
+            f"<dt>seen</dt>{cams}</dl></div></div>"
+        )
     how = "person detected in the photo" if res.box else "photo taken as a person crop"
     body = (
         "<h1>Search by photo</h1>"
-        f"<div class=\"meta\" id=\"summary\" data-hits=\"{len(res.hits)}\">{_e(how)} &middot; "
-        f"model {_e(res.model_version)} &middot; {res.scored} identities scored</div>"
-        f"<div class=\"cards\"><div class=\"card\"><img id=\"query\" "
-        f"src=\"data:image/jpeg;base64,{query}\" alt=\"query\"><div>"
-        "<div class=\"name\">query</div></div></div></div>"
+        f'<div class="meta" id="summary" data-hits="{len(res.hits)}">{esc(how)} &middot; '
+        f"model {esc(res.model_version)} &middot; {res.scored} identities scored</div>"
+        f'<div class="cards"><div class="card"><img id="query" '
+        f'src="data:image/jpeg;base64,{query}" alt="query"><div>'
+        '<div class="name">query</div></div></div></div>'
         "<h2>Most probable identities</h2>"
-        f"<div class=\"cards\">{''.join(rows) or '<p>none</p>'}</div>")
+        f'<div class="cards">{"".join(rows) or "<p>none</p>"}</div>'
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(standalone_page("Search by photo", body), encoding="utf-8")
     except OSError as e:
-        raise OutputError(f"search page {str(path)!r}: cannot write ({e.strerror or e})") \
-            from None
+        raise OutputError(f"search page {str(path)!r}: cannot write ({e.strerror or e})") from None
     return path

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from reid_pipeline.report.site import SiteOptions, gallery_views, write_site
+
+if TYPE_CHECKING:
+    from reid_pipeline.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
 
-def write_html_report(gallery: Any, out_dir: str | Path, crops_per_camera: int = 4,
-                      videos: dict[str, Path] | None = None, title: str = "Identities") -> Path:
+def write_html_report(
+    gallery: Gallery,
+    out_dir: str | Path,
+    crops_per_camera: int = 4,
+    videos: dict[str, Path] | None = None,
+    title: str = "Identities",
+) -> Path:
     """Write the report site into ``out_dir``; returns the path of its ``index.html``."""
     views = gallery_views(gallery, videos)  # video links at each crop's time
     opts = SiteOptions(title=title, crops_per_camera=max(1, crops_per_camera))

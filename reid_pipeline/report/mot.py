@@ -26,11 +26,11 @@ from reid_pipeline.types import Sighting
 KINDS = ("tracks", "identities")
 
 
-def mot_line(frame: int, ident: int, x1: float, y1: float, x2: float, y2: float,
-             conf: float) -> str:
+def mot_line(
+    frame: int, ident: int, x1: float, y1: float, x2: float, y2: float, conf: float
+) -> str:
     """One MOTChallenge result row from an ``x1 y1 x2 y2`` box and a 1-based frame."""
-    return (f"{frame},{ident},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
-            f"{conf:.4f},-1,-1,-1\n")
+    return f"{frame},{ident},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{conf:.4f},-1,-1,-1\n"
 
 
 def mot_paths(out_dir: str | Path, camera: str) -> dict[str, Path]:
@@ -58,8 +58,9 @@ class MotFiles:
                     self._files[(cam, kind)] = open(_tmp(path), "w")  # noqa: SIM115 (closed in close)
         except OSError as e:
             self._abort()
-            raise OutputError(f"cannot write MOT files in {str(self.dir)!r}: "
-                              f"{e.strerror or e}") from None
+            raise OutputError(
+                f"cannot write MOT files in {str(self.dir)!r}: {e.strerror or e}"
+            ) from None
         self.rows = 0
 
     def tee(self, sightings: Iterable[Sighting]) -> Iterator[Sighting]:
@@ -78,11 +79,13 @@ class MotFiles:
             tr.write(mot_line(s.frame + 1, s.track, x1, y1, x2, y2, conf))
             if s.identity is not None:
                 self._files[(s.camera, "identities")].write(
-                    mot_line(s.frame + 1, s.identity, x1, y1, x2, y2, conf))
+                    mot_line(s.frame + 1, s.identity, x1, y1, x2, y2, conf)
+                )
         except OSError as e:
             self._abort()
-            raise OutputError(f"cannot write MOT files in {str(self.dir)!r}: "
-                              f"{e.strerror or e}") from None
+            raise OutputError(
+                f"cannot write MOT files in {str(self.dir)!r}: {e.strerror or e}"
+            ) from None
         self.rows += 1
 
     def close(self) -> list[Path]:
@@ -96,8 +99,9 @@ class MotFiles:
                     _tmp(path).replace(path)
                     done.append(path)
         except OSError as e:
-            raise OutputError(f"cannot write MOT files in {str(self.dir)!r}: "
-                              f"{e.strerror or e}") from None
+            raise OutputError(
+                f"cannot write MOT files in {str(self.dir)!r}: {e.strerror or e}"
+            ) from None
         self._files.clear()
         return done
 

@@ -12,8 +12,9 @@ page. ``copy_crops=True`` makes a portable site (crops copied under ``<out>/crop
 hand-over; such copies are outside the gallery's erasure and retention.
 
 The renderer (``write_site``) takes plain view records (``IdentityView``), so it knows
-nothing of SQL; ``gallery_views`` builds them from an open ``Gallery`` and ``build_report``
-does both (what ``reid report`` calls).
+nothing of SQL; ``gallery_views`` builds them from an open ``Gallery``'s read methods
+(``identities``, ``tracklet_spans``, ``crops``) and ``build_report`` does both (what
+``reid report`` calls).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from reid_pipeline.errors import OutputError
+
+if TYPE_CHECKING:
+    from reid_pipeline.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,8 @@ def fmt_time(t: float) -> str:
     return f"{sign}{int(h)}:{int(m):02d}:{s:04.1f}"
 
 
-def _e(text: object) -> str:
+def esc(text: object) -> str:
+    """``text`` escaped for HTML text and attribute values (quotes included)."""
     return html.escape(str(text), quote=True)
 
 
@@ -184,19 +189,19 @@ JS = """
 def standalone_page(title: str, body: str) -> str:
     """A single page with the stylesheet and script inlined (e.g. a search result)."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_e(title)}</title><style>{CSS}</style><script>{JS}</script>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{CSS}</style><script>{JS}</script>"
         f"</head>\n<body>\n{body}\n</body></html>\n"
     )
 
 
 def _page(title: str, body: str, asset_prefix: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_e(title)}</title>"
-        f"<link rel=\"stylesheet\" href=\"{asset_prefix}assets/report.css\">"
-        f"<script src=\"{asset_prefix}assets/report.js\"></script>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title>"
+        f'<link rel="stylesheet" href="{asset_prefix}assets/report.css">'
+        f'<script src="{asset_prefix}assets/report.js"></script>'
         f"</head>\n<body>\n{body}\n</body></html>\n"
     )
 
@@ -207,8 +212,12 @@ def _page(title: str, body: str, asset_prefix: str) -> str:
 class SiteWriter:
     """Writes the site for a set of identities into ``out_dir``."""
 
-    def __init__(self, out_dir: str | Path, options: SiteOptions | None = None,
-                 videos: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        options: SiteOptions | None = None,
+        videos: dict[str, Path] | None = None,
+    ) -> None:
         self.out = Path(out_dir)
         self.opt = options or SiteOptions()
         self.videos = {k: Path(v) for k, v in (videos or {}).items()}
@@ -221,7 +230,8 @@ class SiteWriter:
             if self.out.exists() and any(self.out.iterdir()) and not (self.out / MARKER).exists():
                 raise OutputError(
                     f"report folder {str(self.out)!r} exists and is not a report; "
-                    "choose an empty or new folder")
+                    "choose an empty or new folder"
+                )
             if (self.out / MARKER).exists():
                 for sub in ("identities", "assets", "crops"):
                     shutil.rmtree(self.out / sub, ignore_errors=True)
@@ -262,9 +272,10 @@ class SiteWriter:
         size = self.opt.page_size
         pages = max(1, math.ceil(len(idents) / size))
         for p in range(pages):
-            chunk = idents[p * size:(p + 1) * size]
-            self._write(self.out / _index_name(p + 1), self._index_page(chunk, p + 1, pages,
-                                                                      len(idents)))
+            chunk = idents[p * size : (p + 1) * size]
+            self._write(
+                self.out / _index_name(p + 1), self._index_page(chunk, p + 1, pages, len(idents))
+            )
         for ident in idents:
             self._write(self.out / "identities" / f"{ident.id}.html", self._identity_page(ident))
         log.info("report: %d identities on %d index pages", len(idents), pages)
@@ -280,24 +291,31 @@ class SiteWriter:
         cards = []
         for ident in idents:
             thumb = ident.thumbnail
-            img = (f"<img src=\"{self._img_src(thumb, ident.id, self.out)}\" "
-                   f"alt=\"{_e(ident.label)}\">" if thumb else "<div class=\"noimg\"></div>")
+            img = (
+                f'<img src="{self._img_src(thumb, ident.id, self.out)}" alt="{esc(ident.label)}">'
+                if thumb
+                else '<div class="noimg"></div>'
+            )
             cards.append(
-                f"<a class=\"card\" data-identity=\"{ident.id}\" "
-                f"href=\"identities/{ident.id}.html\">{img}<div>"
-                f"<div class=\"name\">{_e(ident.label)}</div><dl>"
-                f"<dt>cameras</dt><dd class=\"cameras\">{_e(', '.join(ident.cameras))}</dd>"
-                f"<dt>first seen</dt><dd>{_e(fmt_time(ident.first_seen))}</dd>"
-                f"<dt>last seen</dt><dd>{_e(fmt_time(ident.last_seen))}</dd>"
-                f"<dt>sightings</dt><dd class=\"sightings\">{ident.sightings}</dd>"
-                "</dl></div></a>")
+                f'<a class="card" data-identity="{ident.id}" '
+                f'href="identities/{ident.id}.html">{img}<div>'
+                f'<div class="name">{esc(ident.label)}</div><dl>'
+                f'<dt>cameras</dt><dd class="cameras">{esc(", ".join(ident.cameras))}</dd>'
+                f"<dt>first seen</dt><dd>{esc(fmt_time(ident.first_seen))}</dd>"
+                f"<dt>last seen</dt><dd>{esc(fmt_time(ident.last_seen))}</dd>"
+                f'<dt>sightings</dt><dd class="sightings">{ident.sightings}</dd>'
+                "</dl></div></a>"
+            )
         body = (
-            f"<h1>{_e(self.opt.title)}</h1>"
-            f"<div class=\"meta\" id=\"summary\" data-total=\"{total}\" data-page=\"{page}\" "
-            f"data-pages=\"{pages}\">{total} identities"
-            + (f" &middot; page {page} of {pages}" if pages > 1 else "") + "</div>"
+            f"<h1>{esc(self.opt.title)}</h1>"
+            f'<div class="meta" id="summary" data-total="{total}" data-page="{page}" '
+            f'data-pages="{pages}">{total} identities'
+            + (f" &middot; page {page} of {pages}" if pages > 1 else "")
+            + "</div>"
             + _pager(page, pages)
-            + "<div class=\"cards\">" + "\n".join(cards) + "</div>"
+            + '<div class="cards">'
+            + "\n".join(cards)
+            + "</div>"
             + _pager(page, pages)
         )
         return _page(self.opt.title, body, "")
@@ -313,34 +331,42 @@ class SiteWriter:
             for iv in ivs:
                 left = 100.0 * (iv.start - ident.first_seen) / span
                 width = max(0.5, 100.0 * (iv.end - iv.start) / span)
-                tip = _e(f"{fmt_time(iv.start)} - {fmt_time(iv.end)}")
+                tip = esc(f"{fmt_time(iv.start)} - {fmt_time(iv.end)}")
                 href = self._video_href(cam, iv.video_time, page_dir)
                 style = f"left:{min(left, 99.5):.2f}%;width:{min(width, 100 - left):.2f}%"
-                marks.append(f"<a href=\"{href}\" title=\"{tip}\" style=\"{style}\"></a>" if href
-                             else f"<span title=\"{tip}\" style=\"{style}\"></span>")
+                marks.append(
+                    f'<a href="{href}" title="{tip}" style="{style}"></a>'
+                    if href
+                    else f'<span title="{tip}" style="{style}"></span>'
+                )
             figs = []
             for c in _spread(crops, self.opt.crops_per_camera):
-                when = _e(fmt_time(c.timestamp))
+                when = esc(fmt_time(c.timestamp))
                 href = self._video_href(cam, c.video_time, page_dir)
-                cap = f"<a href=\"{href}\">{when}</a>" if href else when
-                figs.append(f"<figure><img src=\"{self._img_src(c, ident.id, page_dir)}\" "
-                            f"alt=\"{_e(cam)} {when}\"><figcaption>{cap}</figcaption></figure>")
+                cap = f'<a href="{href}">{when}</a>' if href else when
+                figs.append(
+                    f'<figure><img src="{self._img_src(c, ident.id, page_dir)}" '
+                    f'alt="{esc(cam)} {when}"><figcaption>{cap}</figcaption></figure>'
+                )
             first_video = self._video_href(cam, ivs[0].video_time if ivs else None, page_dir)
-            video = (f"<video controls preload=\"none\" src=\"{first_video}\"></video>"
-                     if first_video else "")
-            seen = (f"{fmt_time(ivs[0].start)} &ndash; {fmt_time(ivs[-1].end)}" if ivs else "")
+            video = (
+                f'<video controls preload="none" src="{first_video}"></video>'
+                if first_video
+                else ""
+            )
+            seen = f"{fmt_time(ivs[0].start)} &ndash; {fmt_time(ivs[-1].end)}" if ivs else ""
             sections.append(
-                f"<section class=\"camera\" data-camera=\"{_e(cam)}\"><h2>{_e(cam)}</h2>"
-                f"<div class=\"meta\">{len(ivs)} tracklet(s) &middot; {seen}</div>"
-                f"<div class=\"timeline\">{''.join(marks)}</div>"
-                f"<div class=\"crops\">{''.join(figs)}</div>{video}</section>")
+                f'<section class="camera" data-camera="{esc(cam)}"><h2>{esc(cam)}</h2>'
+                f'<div class="meta">{len(ivs)} tracklet(s) &middot; {seen}</div>'
+                f'<div class="timeline">{"".join(marks)}</div>'
+                f'<div class="crops">{"".join(figs)}</div>{video}</section>'
+            )
         body = (
-            f"<p><a href=\"../index.html\">&larr; all identities</a></p>"
-            f"<h1 data-identity=\"{ident.id}\">{_e(ident.label)}</h1>"
-            f"<div class=\"meta\">first seen {_e(fmt_time(ident.first_seen))} &middot; "
-            f"last seen {_e(fmt_time(ident.last_seen))} &middot; {ident.sightings} sightings "
-            f"&middot; cameras: {_e(', '.join(ident.cameras))}</div>"
-            + "".join(sections)
+            f'<p><a href="../index.html">&larr; all identities</a></p>'
+            f'<h1 data-identity="{ident.id}">{esc(ident.label)}</h1>'
+            f'<div class="meta">first seen {esc(fmt_time(ident.first_seen))} &middot; '
+            f"last seen {esc(fmt_time(ident.last_seen))} &middot; {ident.sightings} sightings "
+            f"&middot; cameras: {esc(', '.join(ident.cameras))}</div>" + "".join(sections)
         )
         return _page(f"{self.opt.title}: {ident.label}", body, "../")
 
@@ -354,22 +380,25 @@ def _pager(page: int, pages: int) -> str:
         return ""
     parts = []
     if page > 1:
-        parts.append(f"<a rel=\"prev\" href=\"{_index_name(page - 1)}\">&larr; prev</a>")
+        parts.append(f'<a rel="prev" href="{_index_name(page - 1)}">&larr; prev</a>')
     for p in range(1, pages + 1):
         if p == page:
-            parts.append(f"<span class=\"cur\">{p}</span>")
+            parts.append(f'<span class="cur">{p}</span>')
         elif p in (1, pages) or abs(p - page) <= 2:
-            parts.append(f"<a href=\"{_index_name(p)}\">{p}</a>")
+            parts.append(f'<a href="{_index_name(p)}">{p}</a>')
         elif abs(p - page) == 3:
             parts.append("<span>&hellip;</span>")
     if page < pages:
-        parts.append(f"<a rel=\"next\" href=\"{_index_name(page + 1)}\">next &rarr;</a>")
-    return "<nav class=\"pager\">" + "".join(parts) + "</nav>"
+        parts.append(f'<a rel="next" href="{_index_name(page + 1)}">next &rarr;</a>')
+    return '<nav class="pager">' + "".join(parts) + "</nav>"
 
 
-def write_site(identities: Iterable[IdentityView], out_dir: str | Path,
-               options: SiteOptions | None = None,
-               videos: dict[str, Path] | None = None) -> Path:
+def write_site(
+    identities: Iterable[IdentityView],
+    out_dir: str | Path,
+    options: SiteOptions | None = None,
+    videos: dict[str, Path] | None = None,
+) -> Path:
     """Write the static report for ``identities`` into ``out_dir``; returns index.html."""
     return SiteWriter(out_dir, options, videos).write(identities)
 
@@ -409,49 +438,55 @@ def video_fps(path: Path) -> float | None:
     return fps if fps > 0 else None
 
 
-def gallery_views(gallery: object, videos: dict[str, Path] | None = None) -> list[IdentityView]:
+def gallery_views(gallery: Gallery, videos: dict[str, Path] | None = None) -> list[IdentityView]:
     """One ``IdentityView`` per identity with at least one tracklet, read from ``gallery``.
 
     Video times come from frame numbers and the annotated video's frame rate: the annotated
     video has every frame of its source, so frame ``n`` plays at ``n / fps``.
     """
-    from sqlalchemy import select
-
-    from reid_pipeline.gallery.models import Camera, Tracklet
-
-    g: Any = gallery
     fps = {cam: video_fps(p) for cam, p in (videos or {}).items()}
-    summaries = [i for i in g.identities() if i.tracklets > 0]
+    summaries = [i for i in gallery.identities() if i.tracklets > 0]
     intervals: dict[int, list[IntervalView]] = {}
-    with g.read() as s:
-        rows = s.execute(select(Tracklet.identity_id, Camera.name, Tracklet.first_ts,
-                                Tracklet.last_ts, Tracklet.first_frame)
-                         .join(Camera, Camera.id == Tracklet.camera_id)
-                         .where(Tracklet.identity_id.is_not(None))).all()
-    for iid, cam, a, b, f in rows:
-        rate = fps.get(cam)
-        intervals.setdefault(iid, []).append(
-            IntervalView(cam, float(a), float(b), f / rate if rate else None))
+    for t in gallery.tracklet_spans():
+        rate = fps.get(t.camera)
+        intervals.setdefault(t.identity_id, []).append(
+            IntervalView(t.camera, t.start, t.end, t.first_frame / rate if rate else None)
+        )
     crops: dict[int, list[CropView]] = {}
-    for c in g.crops():
+    for c in gallery.crops():
         if c.identity_id is None or c.path is None:
             continue
         rate = fps.get(c.camera)
-        crops.setdefault(c.identity_id, []).append(CropView(
-            Path(c.path), c.camera, float(c.timestamp if c.timestamp is not None else 0.0),
-            c.frame / rate if rate else None))
-    return [IdentityView(
-        id=i.id, name=i.name, first_seen=float(i.first_seen or 0.0),
-        last_seen=float(i.last_seen or 0.0), sightings=i.sightings, cameras=list(i.cameras),
-        crops=sorted(crops.get(i.id, []), key=lambda c: (c.camera, c.timestamp)),
-        intervals=sorted(intervals.get(i.id, []), key=lambda v: v.start))
-        for i in summaries]
+        crops.setdefault(c.identity_id, []).append(
+            CropView(
+                Path(c.path),
+                c.camera,
+                float(c.timestamp if c.timestamp is not None else 0.0),
+                c.frame / rate if rate else None,
+            )
+        )
+    return [
+        IdentityView(
+            id=i.id,
+            name=i.name,
+            first_seen=float(i.first_seen or 0.0),
+            last_seen=float(i.last_seen or 0.0),
+            sightings=i.sightings,
+            cameras=list(i.cameras),
+            crops=sorted(crops.get(i.id, []), key=lambda c: (c.camera, c.timestamp)),
+            intervals=sorted(intervals.get(i.id, []), key=lambda v: v.start),
+        )
+        for i in summaries
+    ]
 
 
-def build_report(gallery: object, out_dir: str | Path, options: SiteOptions | None = None,
-                 videos_dir: str | Path | None = None) -> Path:
+def build_report(
+    gallery: Gallery,
+    out_dir: str | Path,
+    options: SiteOptions | None = None,
+    videos_dir: str | Path | None = None,
+) -> Path:
     """Read ``gallery`` and write its static report into ``out_dir``; returns index.html."""
-    g: Any = gallery
-    cams = {c for i in g.identities() for c in i.cameras}
+    cams = {c for i in gallery.identities() for c in i.cameras}
     videos = find_videos(videos_dir, cams)
     return write_site(gallery_views(gallery, videos), out_dir, options, videos)

@@ -45,13 +45,26 @@ def annotate(image: np.ndarray, sightings: Iterable[Sighting]) -> np.ndarray:
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         ty = max(th + 2, y1)
         cv2.rectangle(image, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 2), col, -1)
-        cv2.putText(image, label, (x1 + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            label,
+            (x1 + 2, ty - 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return image
 
 
-def write_annotated_video(spec: str, camera: str, sightings: Iterable[Sighting],
-                          out_path: str | Path, fps: float | None = None) -> Path:
+def write_annotated_video(
+    spec: str,
+    camera: str,
+    sightings: Iterable[Sighting],
+    out_path: str | Path,
+    fps: float | None = None,
+) -> Path:
     """Decode ``spec`` again, draw the camera's sightings, encode ``out_path`` (MP4)."""
     import cv2
 
@@ -64,17 +77,25 @@ def write_annotated_video(spec: str, camera: str, sightings: Iterable[Sighting],
     src = open_source(spec, camera, fps=fps)
     try:
         w, h = src.size
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(src.fps),
-                                 (int(w), int(h)))
+        writer = cv2.VideoWriter(
+            str(out), cv2.VideoWriter.fourcc(*"mp4v"), float(src.fps), (int(w), int(h))
+        )
         if not writer.isOpened():
             raise OutputError(f"cannot write annotated video {str(out)!r}")
         try:
-            for fr in progress(src, desc=f"video {camera}", total=src.frame_count,
-                               unit="frame"):
+            for fr in progress(src, desc=f"video {camera}", total=src.frame_count, unit="frame"):
                 img = fr.image.copy()
                 annotate(img, by_frame.get(fr.index, ()))
-                cv2.putText(img, f"{camera}  #{fr.index}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.45, (255, 255, 255), 1, cv2.LINE_AA)
+                cv2.putText(
+                    img,
+                    f"{camera}  #{fr.index}",
+                    (6, 16),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45,
+                    (255, 255, 255),
+                    1,
+                    cv2.LINE_AA,
+                )
                 writer.write(img)
         finally:
             writer.release()

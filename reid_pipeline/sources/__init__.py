@@ -12,81 +12,35 @@ Every source validates eagerly (opens and decodes the first frame in ``__init__`
 input fails before any work starts, with a ``SourceError`` naming it. Sources support
 ``start_frame`` so an interrupted run resumes where its last committed frame left off, and
 ``fingerprint()`` identifies the content so a re-run of the same video is recognised.
+The ``VideoSource`` protocol lives in ``sources/base.py`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reid_pipeline.types import Frame
+from reid_pipeline.sources.base import DEFAULT_FPS, VideoSource
 from reid_pipeline.utils import redact_url
-
-if TYPE_CHECKING:  # typing.Self is 3.11+; only type checkers need it
-    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FPS = 10.0  # folders of frames and files whose container lacks a frame rate
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
-
-
-class VideoSource(ABC):
-    """One camera's frames, iterated once, in order.
-
-    Attributes (read by the pipeline and reports):
-      ``camera``: the camera name frames are tagged with;
-      ``uri``: the input as it may be displayed (URL credentials redacted);
-      ``fps``: frames per second used for timestamps (``index / fps``);
-      ``frame_count``: frames in the source, ``None`` when unknown (live);
-      ``size``: ``(width, height)`` of the frames;
-      ``start_frame``: the first frame index this source yields.
-    """
-
-    camera: str
-    uri: str
-    fps: float
-    frame_count: int | None
-    size: tuple[int, int]
-    start_frame: int = 0
-
-    @abstractmethod
-    def __iter__(self) -> Iterator[Frame]:
-        """Yield frames from ``start_frame`` on; raise ``SourceError`` when reading fails."""
-
-    @abstractmethod
-    def fingerprint(self) -> str:
-        """A stable id of the content, so re-running the same input is recognised."""
-
-    def close(self) -> None:
-        """Release the decoder; safe to call twice."""
-
-    @property
-    def is_live(self) -> bool:
-        """Live sources (webcam, stream) have no end and no stable content."""
-        return self.frame_count is None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.uri!r}, camera={self.camera!r})"
 
 
 def is_url(spec: str) -> bool:
     return spec.lower().startswith(URL_SCHEMES)
 
 
-def open_source(spec: str, camera: str, stream_cfg: Any = None, *, start_frame: int = 0,
-                fps: float | None = None) -> VideoSource:
+def open_source(
+    spec: str,
+    camera: str,
+    stream_cfg: Any = None,
+    *,
+    start_frame: int = 0,
+    fps: float | None = None,
+) -> VideoSource:
     """Open the right reader for ``spec`` (URL, folder, webcam index or video file).
 
     ``stream_cfg`` (``config.StreamConfig``) only matters for URLs; ``fps`` overrides the
@@ -97,14 +51,17 @@ def open_source(spec: str, camera: str, stream_cfg: Any = None, *, start_frame: 
 
     spec = str(spec)
     if not spec.strip():
-        raise SourceError(f"camera {camera!r}: empty source (give a video file, a folder of "
-                          "frames, a webcam index or a stream URL)")
+        raise SourceError(
+            f"camera {camera!r}: empty source (give a video file, a folder of "
+            "frames, a webcam index or a stream URL)"
+        )
     if start_frame < 0:
-        raise SourceError(f"source {redact_url(spec)!r}: start_frame must be >= 0, "
-                          f"got {start_frame}")
+        raise SourceError(
+            f"source {redact_url(spec)!r}: start_frame must be >= 0, got {start_frame}"
+        )
     if is_url(spec):
         from reid_pipeline.config import StreamConfig
-        from reid_pipeline.sources.rtsp import RtspSource  # type: ignore[import-not-found]
+        from reid_pipeline.sources.rtsp import RtspSource
 
         return RtspSource(spec, camera, stream_cfg if stream_cfg is not None else StreamConfig())
     path = Path(spec)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from reid_pipeline.errors import SourceError
-from reid_pipeline.sources import DEFAULT_FPS, VideoSource
+from reid_pipeline.sources.base import DEFAULT_FPS, VideoSource
 from reid_pipeline.types import Frame
 
 # FFmpeg prints every damaged packet to stderr; we report damage ourselves, once, via logging.
@@ -60,8 +60,9 @@ def _valid_fps(value: float) -> bool:
 class VideoFileSource(VideoSource):
     """A video file decoded with OpenCV (FFmpeg backend); see the module doc for damage."""
 
-    def __init__(self, path: str | Path, camera: str, *, fps: float | None = None,
-                 start_frame: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, camera: str, *, fps: float | None = None, start_frame: int = 0
+    ) -> None:
         self.path = Path(path)
         self.camera = camera
         self.uri = str(self.path)
@@ -78,8 +79,10 @@ class VideoFileSource(VideoSource):
         self._cap: cv2.VideoCapture | None = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             self.close()
-            raise SourceError(f"video {name} cannot be opened: not a video, or damaged/truncated "
-                              "(e.g. an MP4 cut before its index)")
+            raise SourceError(
+                f"video {name} cannot be opened: not a video, or damaged/truncated "
+                "(e.g. an MP4 cut before its index)"
+            )
         declared = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.declared_frames = int(declared) if np.isfinite(declared) and declared > 0 else 0
         ok, first = self._cap.read()
@@ -93,15 +96,21 @@ class VideoFileSource(VideoSource):
         elif _valid_fps(cfps):
             self.fps = cfps
         else:
-            log.warning("video %s declares no usable frame rate (%s); assuming %.0f fps",
-                        name, cfps, DEFAULT_FPS)
+            log.warning(
+                "video %s declares no usable frame rate (%s); assuming %.0f fps",
+                name,
+                cfps,
+                DEFAULT_FPS,
+            )
             self.fps = DEFAULT_FPS
         # Unknown frame counts (some streams-in-a-file) stay None: no truncation check then.
         self.frame_count = self.declared_frames or None
         if self.frame_count is not None and self.start_frame > self.frame_count:
             self.close()
-            raise SourceError(f"video {name}: cannot resume at frame {self.start_frame}, "
-                              f"it has {self.frame_count} frames")
+            raise SourceError(
+                f"video {name}: cannot resume at frame {self.start_frame}, "
+                f"it has {self.frame_count} frames"
+            )
         self._first: np.ndarray | None = first
         self._fingerprint: str | None = None
 
@@ -114,8 +123,11 @@ class VideoFileSource(VideoSource):
             if pos == self.start_frame:
                 return pos
         # Seeking unsupported or inexact for this codec: decode forward from the start.
-        log.info("video %r: exact seek failed, skipping %d frames by decoding",
-                 str(self.path), self.start_frame)
+        log.info(
+            "video %r: exact seek failed, skipping %d frames by decoding",
+            str(self.path),
+            self.start_frame,
+        )
         cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         for i in range(self.start_frame):
             if not cap.grab():
@@ -163,10 +175,18 @@ class VideoFileSource(VideoSource):
             short = self.declared_frames - decoded_end
             tolerance = max(TRUNCATION_TOLERANCE_FRAMES, self.declared_frames // 100)
             if short > tolerance:
-                raise SourceError(f"video {name} is truncated or corrupt: decoding stopped at frame "
-                                  f"{decoded_end} of {self.declared_frames} declared")
-            log.warning("video %s: %d frame(s) decoded of %d declared (last %d missing); "
-                        "treating as complete", name, decoded_end, self.declared_frames, short)
+                raise SourceError(
+                    f"video {name} is truncated or corrupt: decoding stopped at frame "
+                    f"{decoded_end} of {self.declared_frames} declared"
+                )
+            log.warning(
+                "video %s: %d frame(s) decoded of %d declared (last %d missing); "
+                "treating as complete",
+                name,
+                decoded_end,
+                self.declared_frames,
+                short,
+            )
 
     def fingerprint(self) -> str:
         """sha1 of size + first and last MiB: content-based, so a copied or touched file (new
@@ -194,8 +214,9 @@ class VideoFileSource(VideoSource):
 class ImageFolderSource(VideoSource):
     """A folder of frames (jpg/png/...), naturally sorted, played at ``fps`` (default 10)."""
 
-    def __init__(self, folder: str | Path, camera: str, *, fps: float | None = None,
-                 start_frame: int = 0) -> None:
+    def __init__(
+        self, folder: str | Path, camera: str, *, fps: float | None = None, start_frame: int = 0
+    ) -> None:
         self.folder = Path(folder)
         self.camera = camera
         self.uri = str(self.folder)
@@ -204,18 +225,22 @@ class ImageFolderSource(VideoSource):
         if not self.folder.is_dir():
             raise SourceError(f"frame folder {name} does not exist or is not a folder")
         try:
-            entries = [p for p in self.folder.iterdir()
-                       if p.suffix.lower() in IMAGE_EXTS and p.is_file()]
+            entries = [
+                p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+            ]
         except OSError as e:
             raise SourceError(f"frame folder {name} cannot be listed: {e.strerror}") from None
         if not entries:
-            raise SourceError(f"frame folder {name} contains no images "
-                              f"({', '.join(sorted(IMAGE_EXTS))})")
+            raise SourceError(
+                f"frame folder {name} contains no images ({', '.join(sorted(IMAGE_EXTS))})"
+            )
         self.files = sorted(entries, key=lambda p: _natural_key(p.name))
         self.frame_count = len(self.files)
         if self.start_frame > self.frame_count:
-            raise SourceError(f"frame folder {name}: cannot resume at frame {self.start_frame}, "
-                              f"it has {self.frame_count} frames")
+            raise SourceError(
+                f"frame folder {name}: cannot resume at frame {self.start_frame}, "
+                f"it has {self.frame_count} frames"
+            )
         first = self._read(self.files[0])
         self.size = (int(first.shape[1]), int(first.shape[0]))
         self.fps = float(fps) if fps is not None else DEFAULT_FPS
@@ -233,8 +258,10 @@ class ImageFolderSource(VideoSource):
             path = self.files[index]
             img = self._read(path)
             if img.shape[1] != w or img.shape[0] != h:
-                raise SourceError(f"frame {str(path)!r} is {img.shape[1]}x{img.shape[0]}, "
-                                  f"the folder's frames are {w}x{h}")
+                raise SourceError(
+                    f"frame {str(path)!r} is {img.shape[1]}x{img.shape[0]}, "
+                    f"the folder's frames are {w}x{h}"
+                )
             yield Frame(self.camera, index, index / self.fps, img)
 
     def fingerprint(self) -> str:
@@ -275,8 +302,9 @@ class WebcamSource(VideoSource):
             else:
                 ok, img = self._cap.read()
                 if not ok or img is None:
-                    raise SourceError(f"webcam {self.index} stopped delivering frames "
-                                      f"after frame {index}")
+                    raise SourceError(
+                        f"webcam {self.index} stopped delivering frames after frame {index}"
+                    )
             yield Frame(self.camera, index, time.time(), img)
             index += 1
 

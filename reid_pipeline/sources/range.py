@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from reid_pipeline.errors import SourceError
-from reid_pipeline.sources import VideoSource
+from reid_pipeline.sources.base import VideoSource
 from reid_pipeline.types import Frame
 
 
 class FrameRangeSource(VideoSource):
     """Frames ``first..last`` (1-based, inclusive) of the source ``opener(start_frame)``."""
 
-    def __init__(self, opener: Callable[[int], VideoSource], first: int, last: int,
-                 start_frame: int = 0) -> None:
+    def __init__(
+        self, opener: Callable[[int], VideoSource], first: int, last: int, start_frame: int = 0
+    ) -> None:
         self.first, self.last = int(first), int(last)
         start = max(int(start_frame), self.first - 1)
         # open at the range's start (a seek) unless that lies past the end of the video
@@ -28,14 +29,20 @@ class FrameRangeSource(VideoSource):
         total = probe.frame_count
         if total is not None and self.first > total:
             probe.close()
-            raise SourceError(f"source {probe.uri!r}: frames {self.first}:{self.last} lie "
-                              f"outside its {total} frames (input.frames)")
+            raise SourceError(
+                f"source {probe.uri!r}: frames {self.first}:{self.last} lie "
+                f"outside its {total} frames (input.frames)"
+            )
         if start > 0:
             probe.close()
             probe = opener(min(start, total) if total is not None else start)
         self.inner = probe
-        self.camera, self.uri, self.fps, self.size = (probe.camera, probe.uri, probe.fps,
-                                                      probe.size)
+        self.camera, self.uri, self.fps, self.size = (
+            probe.camera,
+            probe.uri,
+            probe.fps,
+            probe.size,
+        )
         self.start_frame = start
         self.frame_count = self.last if total is None else min(self.last, total)
 

@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from reid_pipeline.errors import SourceError
-from reid_pipeline.sources import VideoSource
+from reid_pipeline.sources.base import VideoSource
 from reid_pipeline.types import Frame
 from reid_pipeline.utils import redact_url
 
@@ -80,10 +80,19 @@ class SourceStatus:
     state_since: float  # wall-clock time of the last state change
 
     def to_dict(self) -> dict[str, Any]:
-        return {"camera": self.camera, "uri": self.uri, "state": self.state.value,
-                "last_error": self.last_error, "frames": self.frames, "dropped": self.dropped,
-                "queued": self.queued, "reconnects": self.reconnects, "fps": round(self.fps, 2),
-                "last_capture": self.last_capture, "state_since": self.state_since}
+        return {
+            "camera": self.camera,
+            "uri": self.uri,
+            "state": self.state.value,
+            "last_error": self.last_error,
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "queued": self.queued,
+            "reconnects": self.reconnects,
+            "fps": round(self.fps, 2),
+            "last_capture": self.last_capture,
+            "state_since": self.state_since,
+        }
 
 
 def ffmpeg_capture_options(transport: str, probe_s: float) -> str:
@@ -151,8 +160,11 @@ def _strip_credentials(url: str) -> tuple[str, str, str]:
         netloc = f"[{netloc}]"
     if parts.port:
         netloc += f":{parts.port}"
-    return (urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
-            parts.username or "", parts.password or "")
+    return (
+        urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
+        parts.username or "",
+        parts.password or "",
+    )
 
 
 def diagnose(url: str, timeout_s: float) -> str:
@@ -191,7 +203,9 @@ def diagnose(url: str, timeout_s: float) -> str:
             sock.sendall((req + "\r\n").encode())
             reply = sock.recv(1024)
         except TimeoutError:
-            return f"{host}:{port} accepts connections but gives no RTSP answer within {timeout_s:g}s"
+            return (
+                f"{host}:{port} accepts connections but gives no RTSP answer within {timeout_s:g}s"
+            )
         except OSError as e:
             return f"{host}:{port} dropped the connection ({e.strerror or e})"
     line = reply.split(b"\r\n", 1)[0].decode("latin-1", "replace")
@@ -201,8 +215,11 @@ def diagnose(url: str, timeout_s: float) -> str:
         return f"{host}:{port} is not an RTSP server (unexpected reply)"
     code = line.split(" ", 2)[1:] or ["?"]
     status = " ".join(code)
-    hint = {"404": "wrong path?", "401": "wrong or missing credentials",
-            "403": "access denied"}.get(code[0], "")
+    hint = {
+        "404": "wrong path?",
+        "401": "wrong or missing credentials",
+        "403": "access denied",
+    }.get(code[0], "")
     if code[0] == "200":
         return "the server describes the stream but it could not be opened or decoded"
     return f"server answered {status}" + (f" ({hint})" if hint else "")
@@ -216,8 +233,15 @@ class RtspSource(VideoSource):
     ``status()`` is safe to call from any thread.
     """
 
-    def __init__(self, url: str, camera: str, stream_cfg: Any, *,
-                 mode: str | None = None, start_frame: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        camera: str,
+        stream_cfg: Any,
+        *,
+        mode: str | None = None,
+        start_frame: int = 0,
+    ) -> None:
         url = str(url)
         self.url = url  # never logged or stored: use ``uri``
         self.uri = redact_url(url)
@@ -225,8 +249,9 @@ class RtspSource(VideoSource):
         self.cfg = stream_cfg
         self.mode = mode or getattr(stream_cfg, "mode", "live")
         if self.mode not in ("live", "recorded"):
-            raise SourceError(f"camera {camera!r}: stream mode must be live or recorded, "
-                              f"got {self.mode!r}")
+            raise SourceError(
+                f"camera {camera!r}: stream mode must be live or recorded, got {self.mode!r}"
+            )
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises on a bad port
@@ -263,10 +288,12 @@ class RtspSource(VideoSource):
         """Start the reader thread (idempotent); returns at once, connecting happens there."""
         if self._thread is None:
             self._index = self.start_frame  # may have been set after __init__ (resume)
-            _FFMPEG_OPTIONS.acquire(getattr(self.cfg, "transport", "tcp"),
-                                    float(getattr(self.cfg, "probe_s", 1.0)))
-            self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.camera}",
-                                            daemon=True)
+            _FFMPEG_OPTIONS.acquire(
+                getattr(self.cfg, "transport", "tcp"), float(getattr(self.cfg, "probe_s", 1.0))
+            )
+            self._thread = threading.Thread(
+                target=self._run, name=f"rtsp-{self.camera}", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -274,8 +301,14 @@ class RtspSource(VideoSource):
         """The oldest waiting frame, waiting up to ``timeout`` s; ``None`` when none came."""
         with self._cond:
             if not self._queue and timeout != 0:
-                self._cond.wait_for(lambda: bool(self._queue) or self._stop.is_set()
-                                    or self._state is ConnectionState.FAILED, timeout)
+                self._cond.wait_for(
+                    lambda: (
+                        bool(self._queue)
+                        or self._stop.is_set()
+                        or self._state is ConnectionState.FAILED
+                    ),
+                    timeout,
+                )
             if not self._queue:
                 return None
             frame = self._queue.popleft()
@@ -311,8 +344,9 @@ class RtspSource(VideoSource):
     def finished(self) -> bool:
         """No more frames will ever come (closed or failed) and none are waiting."""
         with self._cond:
-            return not self._queue and (self._stop.is_set()
-                                        or self._state is ConnectionState.FAILED)
+            return not self._queue and (
+                self._stop.is_set() or self._state is ConnectionState.FAILED
+            )
 
     def __iter__(self) -> Iterator[Frame]:
         self.start()
@@ -335,9 +369,19 @@ class RtspSource(VideoSource):
             fps = self._capture_fps(time.time())
             if fps > 0:
                 self.fps = fps
-            return SourceStatus(self.camera, self.uri, self._state, self._last_error,
-                                self._frames, self._dropped, len(self._queue), self._reconnects,
-                                fps, self._last_capture, self._state_since)
+            return SourceStatus(
+                self.camera,
+                self.uri,
+                self._state,
+                self._last_error,
+                self._frames,
+                self._dropped,
+                len(self._queue),
+                self._reconnects,
+                fps,
+                self._last_capture,
+                self._state_since,
+            )
 
     @property
     def state(self) -> ConnectionState:
@@ -374,8 +418,12 @@ class RtspSource(VideoSource):
     def _open(self) -> Any:
         import cv2
 
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cfg.open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.cfg.read_timeout_s * 1000)]
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.cfg.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self.cfg.read_timeout_s * 1000),
+        ]
         try:
             cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
         except cv2.error as e:  # pragma: no cover - OpenCV raises only on bad params
@@ -389,8 +437,9 @@ class RtspSource(VideoSource):
     def _push(self, frame: Frame) -> None:
         with self._cond:
             if self.mode == "recorded":
-                self._cond.wait_for(lambda: len(self._queue) < self.cfg.queue_size
-                                    or self._stop.is_set())
+                self._cond.wait_for(
+                    lambda: len(self._queue) < self.cfg.queue_size or self._stop.is_set()
+                )
                 if self._stop.is_set():
                     return
             elif len(self._queue) >= self.cfg.queue_size:
@@ -443,9 +492,11 @@ class RtspSource(VideoSource):
                 cap.release()
                 if self._stop.is_set():
                     break
-                error = (f"camera {self.camera!r} ({self.uri}): stream stopped after {got} "
-                         f"frame(s) (server closed it, or no frame within "
-                         f"{self.cfg.read_timeout_s:g}s)")
+                error = (
+                    f"camera {self.camera!r} ({self.uri}): stream stopped after {got} "
+                    f"frame(s) (server closed it, or no frame within "
+                    f"{self.cfg.read_timeout_s:g}s)"
+                )
             if got == 0:
                 failures += 1
             self._reconnects += 1
@@ -461,5 +512,4 @@ class RtspSource(VideoSource):
         self._set_state(ConnectionState.STOPPED)
 
 
-__all__ = ["ConnectionState", "RtspSource", "SourceStatus", "diagnose",
-           "ffmpeg_capture_options"]
+__all__ = ["ConnectionState", "RtspSource", "SourceStatus", "diagnose", "ffmpeg_capture_options"]

@@ -67,18 +67,27 @@ class _Builder:
 def tracker_args(cfg: Any) -> SimpleNamespace:
     """The ultralytics tracker namespace (bytetrack.yaml / botsort.yaml keys) from our config."""
     return SimpleNamespace(
-        tracker_type=cfg.kind, track_high_thresh=cfg.high_thresh,
-        track_low_thresh=cfg.low_thresh, new_track_thresh=cfg.new_track_thresh,
-        track_buffer=cfg.track_buffer, match_thresh=cfg.match_thresh,
-        fuse_score=cfg.fuse_score, gmc_method=cfg.gmc, proximity_thresh=0.5,
-        appearance_thresh=0.8, with_reid=False, model="auto")
+        tracker_type=cfg.kind,
+        track_high_thresh=cfg.high_thresh,
+        track_low_thresh=cfg.low_thresh,
+        new_track_thresh=cfg.new_track_thresh,
+        track_buffer=cfg.track_buffer,
+        match_thresh=cfg.match_thresh,
+        fuse_score=cfg.fuse_score,
+        gmc_method=cfg.gmc,
+        proximity_thresh=0.5,
+        appearance_thresh=0.8,
+        with_reid=False,
+        model="auto",
+    )
 
 
 class CameraTracker:
     """One camera's tracker; see the module doc. Not thread-safe: one per camera."""
 
-    def __init__(self, camera: str, cfg: Any, frame_rate: float = 10.0,
-                 first_track_id: int = 1) -> None:
+    def __init__(
+        self, camera: str, cfg: Any, frame_rate: float = 10.0, first_track_id: int = 1
+    ) -> None:
         """``first_track_id`` lets a resumed run continue a camera's track numbering, so
         track ids stay unique per camera across interrupted and resumed runs."""
         from ultralytics.trackers.bot_sort import BOTSORT
@@ -111,24 +120,32 @@ class CameraTracker:
                 di = int(row[7])
                 x1, y1, x2, y2 = (float(v) for v in dets.boxes[di])
                 conf = float(dets.scores[di])
-                tb = TrackedBox(self.camera, frame.index, frame.timestamp,
-                                (x1, y1, x2, y2), conf, tid)
+                tb = TrackedBox(
+                    self.camera, frame.index, frame.timestamp, (x1, y1, x2, y2), conf, tid
+                )
                 boxes.append(tb)
                 b = self._building.get(tid)
                 if b is None:
                     b = self._building[tid] = _Builder(Tracklet(self.camera, tid))
                 b.tracklet.boxes.append(tb)
                 bh, bw = y2 - y1, x2 - x1
-                if (bh >= cfg.min_height and bw > 0
-                        and cfg.min_aspect <= bh / bw <= cfg.max_aspect
-                        and conf >= cfg.min_conf
-                        and x1 >= m and y1 >= m and x2 <= w - m and y2 <= h - m):
+                if (
+                    bh >= cfg.min_height
+                    and bw > 0
+                    and cfg.min_aspect <= bh / bw <= cfg.max_aspect
+                    and conf >= cfg.min_conf
+                    and x1 >= m
+                    and y1 >= m
+                    and x2 <= w - m
+                    and y2 <= h - m
+                ):
                     self._offer_crop(b, img, frame.index, x1, y1, x2, y2)
         self._collect_removed()
         return boxes
 
-    def _offer_crop(self, b: _Builder, img: np.ndarray, index: int,
-                    x1: float, y1: float, x2: float, y2: float) -> None:
+    def _offer_crop(
+        self, b: _Builder, img: np.ndarray, index: int, x1: float, y1: float, x2: float, y2: float
+    ) -> None:
         k = b.candidates
         b.candidates += 1
         if k % b.stride:
@@ -141,7 +158,7 @@ class CameraTracker:
             b.stride *= 2
             if k % b.stride:
                 return
-        crop = img[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))].copy()
+        crop = img[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))].copy()
         t.crops.append(crop)
         t.crop_frames.append(index)
 

@@ -38,8 +38,12 @@ def pad_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
-def random_erase(x: torch.Tensor, prob: float, area: tuple[float, float] = (0.02, 0.4),
-                 ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+def random_erase(
+    x: torch.Tensor,
+    prob: float,
+    area: tuple[float, float] = (0.02, 0.4),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
     """Zhong et al.'s random erasing: a random rectangle per image filled with noise."""
     if prob <= 0:
         return x
@@ -54,14 +58,20 @@ def random_erase(x: torch.Tensor, prob: float, area: tuple[float, float] = (0.02
     x0 = (torch.rand(b, device=dev) * (w - ew + 1)).floor()
     yy = torch.arange(h, device=dev)[None, :, None]
     xx = torch.arange(w, device=dev)[None, None, :]
-    m = ((yy >= y0[:, None, None]) & (yy < (y0 + eh)[:, None, None])
-         & (xx >= x0[:, None, None]) & (xx < (x0 + ew)[:, None, None]) & apply[:, None, None])
+    m = (
+        (yy >= y0[:, None, None])
+        & (yy < (y0 + eh)[:, None, None])
+        & (xx >= x0[:, None, None])
+        & (xx < (x0 + ew)[:, None, None])
+        & apply[:, None, None]
+    )
     noise = torch.randn_like(x)
     return torch.where(m[:, None], noise, x)
 
 
-def augment_batch(x_u8: torch.Tensor, pad: int = 10, flip_prob: float = 0.5,
-                  erase_prob: float = 0.5) -> torch.Tensor:
+def augment_batch(
+    x_u8: torch.Tensor, pad: int = 10, flip_prob: float = 0.5, erase_prob: float = 0.5
+) -> torch.Tensor:
     """uint8 RGB (B, 3, H, W) -> augmented, ImageNet-normalised float32 batch."""
     x = normalize(pad_crop(flip(x_u8, flip_prob), pad))
     return random_erase(x, erase_prob)

@@ -63,16 +63,19 @@ class Split:
     cams: list[int]
 
 
-def split_validation(train: list[ImageRecord], val_ids: int, seed: int
-                     ) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
+def split_validation(
+    train: list[ImageRecord], val_ids: int, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord], list[ImageRecord]]:
     """Hold ``val_ids`` identities out of ``train``; their first image per camera is a query,
     the rest is gallery (the Market protocol in miniature). Returns (train, query, gallery)."""
     pids = sorted({r.pid for r in train})
     if val_ids <= 0:
         return train, [], []
     if val_ids >= len(pids) - 1:
-        raise InputError(f"train.val_ids={val_ids} leaves too few of the {len(pids)} train "
-                         "identities for training")
+        raise InputError(
+            f"train.val_ids={val_ids} leaves too few of the {len(pids)} train "
+            "identities for training"
+        )
     rng = np.random.default_rng(seed)
     held = {int(p) for p in rng.choice(pids, val_ids, replace=False)}
     rest = [r for r in train if r.pid not in held]
@@ -86,8 +89,14 @@ def split_validation(train: list[ImageRecord], val_ids: int, seed: int
     return rest, query, gallery
 
 
-def preload(records: list[ImageRecord], height: int, width: int, device: torch.device,
-            workers: int = 4, desc: str = "preload") -> tuple[Split, list[ImageRecord]]:
+def preload(
+    records: list[ImageRecord],
+    height: int,
+    width: int,
+    device: torch.device,
+    workers: int = 4,
+    desc: str = "preload",
+) -> tuple[Split, list[ImageRecord]]:
     """Decode (threads), resize on the device, stack: one uint8 tensor for the whole split.
 
     Unreadable images are skipped with one warning naming the count and the first file.
@@ -105,9 +114,13 @@ def preload(records: list[ImageRecord], height: int, width: int, device: torch.d
     kept: list[ImageRecord] = []
     bad: list[str] = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i in progress(range(0, len(records), chunk), desc=desc,
-                          total=math.ceil(len(records) / chunk), unit="chunk"):
-            recs = records[i:i + chunk]
+        for i in progress(
+            range(0, len(records), chunk),
+            desc=desc,
+            total=math.ceil(len(records) / chunk),
+            unit="chunk",
+        ):
+            recs = records[i : i + chunk]
             imgs = list(pool.map(read, recs))
             ok = [(r, im) for r, im in zip(recs, imgs) if im is not None]
             bad += [r.path for r, im in zip(recs, imgs) if im is None]
@@ -115,8 +128,12 @@ def preload(records: list[ImageRecord], height: int, width: int, device: torch.d
                 parts.append(crops_to_batch([im for _, im in ok], height, width, device))
                 kept += [r for r, _ in ok]
     if bad:
-        log.warning("%d of %d images could not be read and were skipped (first: %s)",
-                    len(bad), len(records), bad[0])
+        log.warning(
+            "%d of %d images could not be read and were skipped (first: %s)",
+            len(bad),
+            len(records),
+            bad[0],
+        )
     if not kept:
         raise InputError(f"none of the {len(records)} images of split {desc!r} could be read")
     images = torch.cat(parts)
@@ -168,27 +185,41 @@ class Trainer:
         self.train_split, _ = preload(train, h, w, self.device, self.t.workers, "train")
         self.labels = torch.as_tensor(self.train_split.pids, device=self.device)
         self.num_classes = len(self.label_map)
+        self.val_q: Split | None
+        self.val_g: Split | None
         if vq and vg:
             self.val_q, _ = preload(vq, h, w, self.device, self.t.workers, "val-query")
             self.val_g, _ = preload(vg, h, w, self.device, self.t.workers, "val-gallery")
             self.val_name = f"held-out train ids ({self.t.val_ids})"
         elif ds.query and ds.gallery:
-            log.warning("train.val_ids=0: validating and calibrating on the TEST split "
-                        "(query/gallery); figures chosen this way are optimistic")
+            log.warning(
+                "train.val_ids=0: validating and calibrating on the TEST split "
+                "(query/gallery); figures chosen this way are optimistic"
+            )
             self.val_q, _ = preload(ds.query, h, w, self.device, self.t.workers, "query")
             self.val_g, _ = preload(ds.gallery, h, w, self.device, self.t.workers, "gallery")
             self.val_name = "test split"
         else:
             self.val_q = self.val_g = None
             self.val_name = "none"
-        log.info("training on %d images of %d identities; validation: %s",
-                 len(self.train_split.pids), self.num_classes, self.val_name)
+        log.info(
+            "training on %d images of %d identities; validation: %s",
+            len(self.train_split.pids),
+            self.num_classes,
+            self.val_name,
+        )
 
     def _model(self) -> ReIDModel:
         m = self.cfg.model
         torch.manual_seed(self.t.seed)
-        model = ReIDModel(m.backbone, num_classes=self.num_classes, embed_dim=m.embed_dim,
-                          activation=m.activation, height=m.height, width=m.width)
+        model = ReIDModel(
+            m.backbone,
+            num_classes=self.num_classes,
+            embed_dim=m.embed_dim,
+            activation=m.activation,
+            height=m.height,
+            width=m.width,
+        )
         if m.pretrained and not self.t.init:
             from reid_pipeline.embed.pretrained import init_backbone, resolve_pretrained
 
@@ -212,32 +243,44 @@ class Trainer:
         return model
 
     def _optimizer(self, model: ReIDModel) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, prm in model.named_parameters():
             if not prm.requires_grad or name in ("w", "b"):
                 continue
             (decay if prm.ndim >= 2 else no_decay).append(prm)
-        groups = [{"params": decay, "weight_decay": self.t.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0},
-                  {"params": [model.w], "weight_decay": 0.0},
-                  {"params": [model.b], "weight_decay": 0.0,
-                   "lr": self.t.lr * self.t.bias_lr_mult}]
+        groups = [
+            {"params": decay, "weight_decay": self.t.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": [model.w], "weight_decay": 0.0},
+            {"params": [model.b], "weight_decay": 0.0, "lr": self.t.lr * self.t.bias_lr_mult},
+        ]
         for g in groups:
             g.setdefault("lr", self.t.lr)
         return torch.optim.Adam(groups, lr=self.t.lr)
 
     # -------------------------------------------------------------- one step
-    def _step(self, model: ReIDModel, x_u8: torch.Tensor, y: torch.Tensor,
-              opt: torch.optim.Optimizer, sched: Any, scaler: Any, init_bias: bool
-              ) -> dict[str, float]:
+    def _step(
+        self,
+        model: ReIDModel,
+        x_u8: torch.Tensor,
+        y: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        scaler: Any,
+        init_bias: bool,
+    ) -> dict[str, float]:
         t = self.t
         x = augment_batch(x_u8, t.pad, t.flip_prob, t.erase_prob)
         if self.cuda and t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
         def embed(xb: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
+            with torch.autocast(
+                self.device.type,
+                dtype=self.amp_dtype or torch.float32,
+                enabled=self.amp_dtype is not None,
+            ):
                 return model.features(xb)
 
         if init_bias:  # start b between the similar and dissimilar L1 distances of a batch
@@ -255,8 +298,11 @@ class Trainer:
             e = e.float()
             loss = e.sum() * 0.0
             if t.lambda_ce > 0:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
                     logits = model.head(e)
                 terms["ce"] = identity_ce(logits, y, t.label_smoothing)
                 loss = loss + t.lambda_ce * terms["ce"]
@@ -269,8 +315,16 @@ class Trainer:
             if t.lambda_hinge > 0:
                 loss = loss + t.lambda_hinge * hinge
             if t.lambda_rsk > 0:
-                terms["rsk"] = rsk_batch_loss(e, y, t.rsk_similarity, model.w, model.b,
-                                              ks=t.rsk_ks, tau2=t.rsk_tau2, n_mix=t.simix)
+                terms["rsk"] = rsk_batch_loss(
+                    e,
+                    y,
+                    t.rsk_similarity,
+                    model.w,
+                    model.b,
+                    ks=t.rsk_ks,
+                    tau2=t.rsk_tau2,
+                    n_mix=t.simix,
+                )
                 loss = loss + t.lambda_rsk * terms["rsk"]
             if t.w_constraint == "penalty":
                 terms["w_penalty"] = w_norm_penalty(model.w, t.w_max_norm)
@@ -320,13 +374,15 @@ class Trainer:
         emb = Embedder(model, self.device, batch=256, half=self.amp_dtype is not None)
         q = emb.embed_batch_u8(self.val_q.images)
         g = emb.embed_batch_u8(self.val_g.images)
-        res: dict[str, Any] = evaluate_embeddings(model, q, g, self.val_q.pids, self.val_g.pids,
-                                                  self.val_q.cams, self.val_g.cams, MODES)
+        res: dict[str, Any] = evaluate_embeddings(
+            model, q, g, self.val_q.pids, self.val_g.pids, self.val_q.cams, self.val_g.cams, MODES
+        )
         s = model.pair_scores(q, g)
         lab = pair_labels(self.val_q.pids, self.val_g.pids, s.device)
         pos, neg = s[lab > 0], s[lab == 0]
-        res["pair_balanced_acc"] = 100 * 0.5 * float((pos > 0).float().mean()
-                                                     + (neg <= 0).float().mean())
+        res["pair_balanced_acc"] = (
+            100 * 0.5 * float((pos > 0).float().mean() + (neg <= 0).float().mean())
+        )
         return res
 
     def calibrate(self, model: ReIDModel) -> dict[str, float]:
@@ -374,8 +430,10 @@ class Trainer:
                 opt.load_state_dict(ck["optimizer"])
                 sched.load_state_dict(ck["scheduler"])
             except (KeyError, RuntimeError, ValueError, TypeError) as e:
-                raise CheckpointError(f"checkpoint {t.resume!r} cannot resume this run "
-                                      f"(different model or data?): {str(e)[:200]}") from None
+                raise CheckpointError(
+                    f"checkpoint {t.resume!r} cannot resume this run "
+                    f"(different model or data?): {str(e)[:200]}"
+                ) from None
             start = int(ck["epoch"]) + 1
             best = float(ck["extra"].get("best", -1.0))
             history = list(ck["extra"].get("history", []))
@@ -393,11 +451,19 @@ class Trainer:
             sums: dict[str, float] = defaultdict(float)
             n_img, te = 0, time.time()
             batches = sampler.batches(epoch)
-            for i, idx in enumerate(progress(batches, desc=f"epoch {epoch + 1}/{t.epochs}",
-                                             unit="step")):
+            for i, idx in enumerate(
+                progress(batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step")
+            ):
                 ix = torch.as_tensor(idx, device=self.device)
-                m = self._step(model, self.train_split.images[ix], self.labels[ix], opt, sched,
-                               scaler, init_bias=(epoch == 0 and i == 0 and t.lambda_hinge > 0))
+                m = self._step(
+                    model,
+                    self.train_split.images[ix],
+                    self.labels[ix],
+                    opt,
+                    sched,
+                    scaler,
+                    init_bias=(epoch == 0 and i == 0 and t.lambda_hinge > 0),
+                )
                 for k, v in m.items():
                     sums[k] += v
                 n_img += len(idx)
@@ -409,10 +475,15 @@ class Trainer:
             if self.cuda:
                 torch.cuda.synchronize()
             dt = time.time() - te
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
-                                   **{k: v / max(1, len(batches)) for k, v in sums.items()},
-                                   "w_norm": float(model.w.norm()), "b": float(model.b),
-                                   "img_per_s": n_img / max(dt, 1e-9), "epoch_s": dt}
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "lr": opt.param_groups[0]["lr"],
+                **{k: v / max(1, len(batches)) for k, v in sums.items()},
+                "w_norm": float(model.w.norm()),
+                "b": float(model.b),
+                "img_per_s": n_img / max(dt, 1e-9),
+                "epoch_s": dt,
+            }
             last = epoch == t.epochs - 1 or (t.time_limit_s and time.time() - t0 > t.time_limit_s)
             if (t.eval_every and (epoch + 1) % t.eval_every == 0) or last:
                 val = self.validate(model)
@@ -425,45 +496,78 @@ class Trainer:
                 score = val.get("dissimilarity", {}).get("mAP", -1.0) if val else float(epoch)
                 if score > best:
                     best = score
-                    best_state = copy.deepcopy({k: v.detach().cpu()
-                                                for k, v in model.state_dict().items()})
+                    best_state = copy.deepcopy(
+                        {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                    )
                     row["best"] = 1
             history.append(row)
             self._log_row(csv_path, row, writer, epoch)
-            save_checkpoint(self.out / "last.pt", model, self.cfg, epoch, opt, sched,
-                            extra={"best": best, "history": history,
-                                   "label_map": self.label_map})
+            save_checkpoint(
+                self.out / "last.pt",
+                model,
+                self.cfg,
+                epoch,
+                opt,
+                sched,
+                extra={"best": best, "history": history, "label_map": self.label_map},
+            )
             if row.get("best"):
-                save_checkpoint(self.out / "best.pt", model, self.cfg, epoch,
-                                extra={"best": best, "val": self.val_name})
+                save_checkpoint(
+                    self.out / "best.pt",
+                    model,
+                    self.cfg,
+                    epoch,
+                    extra={"best": best, "val": self.val_name},
+                )
             if last:
                 if epoch < t.epochs - 1:
-                    log.warning("train.time_limit_s=%s reached after epoch %d of %d",
-                                t.time_limit_s, epoch + 1, t.epochs)
+                    log.warning(
+                        "train.time_limit_s=%s reached after epoch %d of %d",
+                        t.time_limit_s,
+                        epoch + 1,
+                        t.epochs,
+                    )
                 break
         if writer is not None:
             writer.close()
         return self._finish(model, best_state, history)
 
-    def _finish(self, model: ReIDModel, best_state: dict[str, Any] | None,
-                history: list[dict[str, Any]]) -> dict[str, Any]:
+    def _finish(
+        self, model: ReIDModel, best_state: dict[str, Any] | None, history: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         if best_state is not None:
             model.load_state_dict(best_state)
         calib = self.calibrate(model)
         best_epoch = max((r["epoch"] for r in history if r.get("best")), default=len(history))
-        save_checkpoint(self.out / "best.pt", model, self.cfg, best_epoch - 1,
-                        extra={"val": self.val_name, "calibration": calib})
-        export_fp16(self.out / "model_fp16.pt", model, self.cfg,
-                    extra={"trained_on": self.dataset.summary(), "best_epoch": best_epoch})
+        save_checkpoint(
+            self.out / "best.pt",
+            model,
+            self.cfg,
+            best_epoch - 1,
+            extra={"val": self.val_name, "calibration": calib},
+        )
+        export_fp16(
+            self.out / "model_fp16.pt",
+            model,
+            self.cfg,
+            extra={"trained_on": self.dataset.summary(), "best_epoch": best_epoch},
+        )
         test = self.evaluate_test(model)
         speeds = [r["img_per_s"] for r in history[1:]] or [r["img_per_s"] for r in history]
-        result = {"model_version": model.refresh_version(), "best_epoch": best_epoch,
-                  "epochs_run": len(history), "validation": self.val_name,
-                  "val_last": {k: v for k, v in history[-1].items() if k.startswith("val_")}
-                  if history else {},
-                  "calibration": calib, "test": test,
-                  "train_img_per_s": float(np.median(speeds)) if speeds else 0.0,
-                  "w_norm": float(model.w.norm()), "b": float(model.b)}
+        result = {
+            "model_version": model.refresh_version(),
+            "best_epoch": best_epoch,
+            "epochs_run": len(history),
+            "validation": self.val_name,
+            "val_last": {k: v for k, v in history[-1].items() if k.startswith("val_")}
+            if history
+            else {},
+            "calibration": calib,
+            "test": test,
+            "train_img_per_s": float(np.median(speeds)) if speeds else 0.0,
+            "w_norm": float(model.w.norm()),
+            "b": float(model.b),
+        }
         (self.out / "result.json").write_text(json.dumps(result, indent=2))
         for mode, m in test.items():
             log.info("test %-13s rank-1 %.1f  mAP %.1f", mode, m["rank1"], m["mAP"])
@@ -478,10 +582,25 @@ class Trainer:
         return SummaryWriter(str(self.out / "tb"))
 
     def _log_row(self, path: Path, row: dict[str, Any], writer: Any, epoch: int) -> None:
-        keys = ["epoch", "lr", "loss", "ce", "triplet", "hinge", "rsk", "w_penalty", "pair_acc",
-                "w_norm", "b", "img_per_s", "epoch_s"] + [
-                    f"val_{m}_{k}" for m in MODES for k in ("rank1", "mAP")] + ["val_pair_acc",
-                                                                               "best"]
+        keys = (
+            [
+                "epoch",
+                "lr",
+                "loss",
+                "ce",
+                "triplet",
+                "hinge",
+                "rsk",
+                "w_penalty",
+                "pair_acc",
+                "w_norm",
+                "b",
+                "img_per_s",
+                "epoch_s",
+            ]
+            + [f"val_{m}_{k}" for m in MODES for k in ("rank1", "mAP")]
+            + ["val_pair_acc", "best"]
+        )
         new = not path.is_file()
         with path.open("a", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -493,9 +612,19 @@ class Trainer:
                 if k.startswith("val_"):
                     writer.add_scalar(k.replace("val_", "val/", 1), v, epoch + 1)
             writer.add_scalar("train/img_per_s", row["img_per_s"], epoch + 1)
-        log.info("epoch %d: loss %.3f (ce %.3f tri %.3f hinge %.3f) pair-acc %.3f |w| %.3f "
-                 "%.0f img/s%s", row["epoch"], row.get("loss", 0), row.get("ce", 0),
-                 row.get("triplet", 0), row.get("hinge", 0), row.get("pair_acc", 0),
-                 row["w_norm"], row["img_per_s"],
-                 "".join(f" {k[4:]} {v:.1f}" for k, v in row.items()
-                         if k.startswith("val_") and k.endswith("mAP")))
+        log.info(
+            "epoch %d: loss %.3f (ce %.3f tri %.3f hinge %.3f) pair-acc %.3f |w| %.3f %.0f img/s%s",
+            row["epoch"],
+            row.get("loss", 0),
+            row.get("ce", 0),
+            row.get("triplet", 0),
+            row.get("hinge", 0),
+            row.get("pair_acc", 0),
+            row["w_norm"],
+            row["img_per_s"],
+            "".join(
+                f" {k[4:]} {v:.1f}"
+                for k, v in row.items()
+                if k.startswith("val_") and k.endswith("mAP")
+            ),
+        )

@@ -46,8 +46,14 @@ def batch_pair_scores(e: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torc
     return b.float() - ((e[:, None, :] - e[None, :, :]).abs() * w.float()).sum(-1)
 
 
-def pair_hinge(e: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
-               margin: float = 1.0, balance: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_hinge(
+    e: torch.Tensor,
+    labels: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    margin: float = 1.0,
+    balance: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Balanced hinge ``max(0, margin - y * s)`` over all unordered pairs i < j of the batch.
 
     Returns (loss, balanced pair accuracy); accuracy is the mean of the per-class rates of
@@ -57,7 +63,7 @@ def pair_hinge(e: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: torch.
     n = len(labels)
     iu = torch.triu_indices(n, n, offset=1, device=e.device)
     s = s[iu[0], iu[1]]
-    same = (labels[iu[0]] == labels[iu[1]])
+    same = labels[iu[0]] == labels[iu[1]]
     y = same.float() * 2 - 1
     h = F.relu(margin - y * s)
     zero = s.sum() * 0.0
@@ -74,4 +80,4 @@ def pair_hinge(e: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: torch.
 def w_norm_penalty(w: torch.Tensor, max_norm: float) -> torch.Tensor:
     """Exterior penalty for ``||w||_2 <= max_norm``: zero inside the ball, grows outside
     (the soft alternative to projecting ``w`` back after each step)."""
-    return F.relu(w.float().pow(2).sum() - max_norm ** 2)
+    return F.relu(w.float().pow(2).sum() - max_norm**2)

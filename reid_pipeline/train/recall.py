@@ -36,8 +36,9 @@ import torch
 DEFAULT_KS: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 
-def _positives(q_labels: torch.Tensor, g_labels: torch.Tensor,
-               valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _positives(
+    q_labels: torch.Tensor, g_labels: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (Q, Pmax) of each query's positives among the retrieval set, and their mask."""
     pos = (q_labels[:, None] == g_labels[None, :]) & valid
     counts = pos.sum(1)
@@ -49,10 +50,16 @@ def _positives(q_labels: torch.Tensor, g_labels: torch.Tensor,
     return order, mask
 
 
-def rs_at_k(sim: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor,
-            valid: torch.Tensor | None = None, ks: Sequence[int] = DEFAULT_KS,
-            tau1: float | Sequence[float] | None = None, tau2: float = 0.01,
-            offset: float = 0.5) -> torch.Tensor:
+def rs_at_k(
+    sim: torch.Tensor,
+    q_labels: torch.Tensor,
+    g_labels: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    tau1: float | Sequence[float] | None = None,
+    tau2: float = 0.01,
+    offset: float = 0.5,
+) -> torch.Tensor:
     """Recall@k surrogate loss (scalar, in [0, 1]; lower is better).
 
     sim: (Q, N) similarities of each query to the retrieval set (higher = more similar).
@@ -60,13 +67,19 @@ def rs_at_k(sim: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor,
     tau1: per-k temperatures of the recall step; None -> tau1 = k (the authors' default).
     """
     if sim.ndim != 2 or sim.shape != (len(q_labels), len(g_labels)):
-        raise ValueError(f"sim {tuple(sim.shape)} does not fit {len(q_labels)} queries x "
-                         f"{len(g_labels)} items")
+        raise ValueError(
+            f"sim {tuple(sim.shape)} does not fit {len(q_labels)} queries x {len(g_labels)} items"
+        )
     if valid is None:
         valid = torch.ones_like(sim, dtype=torch.bool)
     sim = sim.float()
-    taus1 = [float(k) for k in ks] if tau1 is None else (
-        [float(tau1)] * len(ks) if isinstance(tau1, (int, float)) else [float(t) for t in tau1])
+    taus1 = (
+        [float(k) for k in ks]
+        if tau1 is None
+        else (
+            [float(tau1)] * len(ks) if isinstance(tau1, (int, float)) else [float(t) for t in tau1]
+        )
+    )
     if len(taus1) != len(ks):
         raise ValueError(f"{len(taus1)} tau1 values for {len(ks)} k values")
 
@@ -92,9 +105,13 @@ def rs_at_k(sim: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor,
     return 1.0 - r[has_pos].mean()
 
 
-def exact_recall_at_k(sim: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor,
-                      valid: torch.Tensor | None = None,
-                      ks: Sequence[int] = DEFAULT_KS) -> torch.Tensor:
+def exact_recall_at_k(
+    sim: torch.Tensor,
+    q_labels: torch.Tensor,
+    g_labels: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> torch.Tensor:
     """The non-smooth quantity RS@k approximates: mean over queries and k of
     min(k, #positives in the top k) / min(k, |P_q|) (rank ties broken by index)."""
     if valid is None:
@@ -126,12 +143,14 @@ class Mixed:
     alpha: torch.Tensor  # (M,)
 
 
-def mix_pairs(labels: torch.Tensor, n_mix: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_pairs(
+    labels: torch.Tensor, n_mix: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``n_mix`` random same-identity pairs (i != j) and mixing weights alpha ~ U(0, 1)."""
     dev = labels.device
-    same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool,
-                                                             device=dev)
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(
+        len(labels), dtype=torch.bool, device=dev
+    )
     cand = same.nonzero()
     if len(cand) == 0 or n_mix <= 0:
         return torch.zeros(0, 2, dtype=torch.long, device=dev), torch.zeros(0, device=dev)
@@ -140,11 +159,16 @@ def mix_pairs(labels: torch.Tensor, n_mix: int,
     return cand[pick], alpha
 
 
-def simix(sim: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor,
-          valid: torch.Tensor, pairs: torch.Tensor, alpha: torch.Tensor,
-          q_index: torch.Tensor | None = None,
-          mixed_sim: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-          ) -> Mixed:
+def simix(
+    sim: torch.Tensor,
+    q_labels: torch.Tensor,
+    g_labels: torch.Tensor,
+    valid: torch.Tensor,
+    pairs: torch.Tensor,
+    alpha: torch.Tensor,
+    q_index: torch.Tensor | None = None,
+    mixed_sim: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> Mixed:
     """Add virtual samples x_m = alpha x_i + (1 - alpha) x_j (same identity) to the
     retrieval set of every query.
 
@@ -164,16 +188,24 @@ def simix(sim: torch.Tensor, q_labels: torch.Tensor, g_labels: torch.Tensor,
     v_mix = torch.ones(len(q_labels), len(pairs), dtype=torch.bool, device=sim.device)
     if q_index is not None:
         v_mix &= (q_index[:, None] != i[None, :]) & (q_index[:, None] != j[None, :])
-    return Mixed(sim=torch.cat([sim, s_mix], 1), g_labels=torch.cat([g_labels, g_labels[i]]),
-                 valid=torch.cat([valid, v_mix], 1), pairs=pairs, alpha=alpha)
+    return Mixed(
+        sim=torch.cat([sim, s_mix], 1),
+        g_labels=torch.cat([g_labels, g_labels[i]]),
+        valid=torch.cat([valid, v_mix], 1),
+        pairs=pairs,
+        alpha=alpha,
+    )
 
 
 # ------------------------------------------------------------------ two-pass large batches
 
 
-def two_pass_backward(embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                      loss_fn: Callable[[torch.Tensor], torch.Tensor],
-                      chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def two_pass_backward(
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Back-propagate ``loss_fn(embed(images))`` for a batch too big for one graph.
 
     Returns (loss, embeddings) with parameter gradients accumulated in ``.grad``. Each
@@ -187,34 +219,42 @@ def two_pass_backward(embed: Callable[[torch.Tensor], torch.Tensor], images: tor
     cuda = images.is_cuda
     with torch.no_grad():
         for s in range(0, len(images), chunk):
-            states.append((torch.get_rng_state(),
-                           torch.cuda.get_rng_state(images.device) if cuda else None))
-            outs.append(embed(images[s:s + chunk]).float())
+            states.append(
+                (torch.get_rng_state(), torch.cuda.get_rng_state(images.device) if cuda else None)
+            )
+            outs.append(embed(images[s : s + chunk]).float())
     e = torch.cat(outs).requires_grad_(True)
     loss = loss_fn(e)
     # the embedding leaf gets d loss / d e; parameters used only inside loss_fn (the pair
     # classifier's w, b) get their whole gradient here, as the backbone is not in this graph
     loss.backward()
     grad_e = e.grad
+    assert grad_e is not None, "loss_fn must depend on the embeddings"
     for n, s in enumerate(range(0, len(images), chunk)):
         cpu_state, cuda_state = states[n]
         torch.set_rng_state(cpu_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state(cuda_state, images.device)
-        out = embed(images[s:s + chunk]).float()
-        out.backward(grad_e[s:s + chunk])
+        out = embed(images[s : s + chunk]).float()
+        out.backward(grad_e[s : s + chunk])
     return loss.detach(), e.detach()
-
 
 
 # ----------------------------------------------------------------- the training-batch loss
 
 
-def rsk_batch_loss(e: torch.Tensor, labels: torch.Tensor, similarity: str = "cosine",
-                   w: torch.Tensor | None = None, b: torch.Tensor | None = None,
-                   ks: Sequence[int] = DEFAULT_KS, tau1: float | None = None,
-                   tau2: float = 0.01, n_mix: int = 0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def rsk_batch_loss(
+    e: torch.Tensor,
+    labels: torch.Tensor,
+    similarity: str = "cosine",
+    w: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    tau1: float | None = None,
+    tau2: float = 0.01,
+    n_mix: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """RS@k over a training batch: every sample queries all the others.
 
     similarity "cosine": s = <e_q/|e_q|, e_x/|e_x|> (linear in the retrieved unit vector, so

@@ -25,8 +25,10 @@ class PKSampler:
             groups[int(lab)].append(i)
         self.groups = {lab: np.asarray(ix) for lab, ix in sorted(groups.items())}
         if len(self.groups) < self.p:
-            raise InputError(f"the train split has {len(self.groups)} identities, fewer than "
-                             f"train.p={self.p} identities per batch")
+            raise InputError(
+                f"the train split has {len(self.groups)} identities, fewer than "
+                f"train.p={self.p} identities per batch"
+            )
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """All batches of one epoch: each identity contributes ceil(n/K) chunks of K images
@@ -36,7 +38,7 @@ class PKSampler:
         for lab, ix in self.groups.items():
             ix = rng.permutation(ix) if len(ix) >= self.k else rng.choice(ix, self.k, replace=True)
             n = len(ix) // self.k
-            chunks[lab] = [ix[j * self.k:(j + 1) * self.k] for j in range(n)]
+            chunks[lab] = [ix[j * self.k : (j + 1) * self.k] for j in range(n)]
         out: list[np.ndarray] = []
         avail = [lab for lab in chunks if chunks[lab]]
         while len(avail) >= self.p:

@@ -32,8 +32,13 @@ def similarity(model: ReIDModel, q: torch.Tensor, g: torch.Tensor, mode: str) ->
     raise ValueError(f"unknown matching mode {mode!r}; choose from {MODES}")
 
 
-def rank_metrics(sim: torch.Tensor, q_pids: Sequence[int], g_pids: Sequence[int],
-                 q_cams: Sequence[int], g_cams: Sequence[int]) -> dict[str, float]:
+def rank_metrics(
+    sim: torch.Tensor,
+    q_pids: Sequence[int],
+    g_pids: Sequence[int],
+    q_cams: Sequence[int],
+    g_cams: Sequence[int],
+) -> dict[str, float]:
     """rank-1/5/10 and mAP (in %) from a similarity matrix, Market-1501 protocol."""
     dist = (-sim).detach().cpu().numpy().astype(np.float32)
     max_rank = min(10, dist.shape[1])
@@ -54,17 +59,23 @@ def rank_metrics(sim: torch.Tensor, q_pids: Sequence[int], g_pids: Sequence[int]
     return {"rank1": at(1), "rank5": at(5), "rank10": at(10), "mAP": 100 * float(m_ap)}
 
 
-def evaluate_embeddings(model: ReIDModel, q: torch.Tensor, g: torch.Tensor,
-                        q_pids: Sequence[int], g_pids: Sequence[int], q_cams: Sequence[int],
-                        g_cams: Sequence[int], modes: Sequence[str] = MODES
-                        ) -> dict[str, dict[str, float]]:
+def evaluate_embeddings(
+    model: ReIDModel,
+    q: torch.Tensor,
+    g: torch.Tensor,
+    q_pids: Sequence[int],
+    g_pids: Sequence[int],
+    q_cams: Sequence[int],
+    g_cams: Sequence[int],
+    modes: Sequence[str] = MODES,
+) -> dict[str, dict[str, float]]:
     """Metrics per matching mode for one set of query/gallery embeddings."""
-    return {m: rank_metrics(similarity(model, q, g, m), q_pids, g_pids, q_cams, g_cams)
-            for m in modes}
+    return {
+        m: rank_metrics(similarity(model, q, g, m), q_pids, g_pids, q_cams, g_cams) for m in modes
+    }
 
 
-def pair_labels(q_pids: Sequence[int], g_pids: Sequence[int], device: torch.device
-                ) -> torch.Tensor:
+def pair_labels(q_pids: Sequence[int], g_pids: Sequence[int], device: torch.device) -> torch.Tensor:
     """(Nq, Ng) 1/0 same-identity labels (for calibration and pair accuracy)."""
     qp = torch.as_tensor(list(q_pids), device=device)
     gp = torch.as_tensor(list(g_pids), device=device)

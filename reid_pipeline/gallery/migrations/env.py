@@ -15,7 +15,8 @@ connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reachable from the alembic CLI
     raise RuntimeError("run migrations through reid_pipeline.gallery.Gallery.open")
 
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
-                  compare_type=True)
+context.configure(
+    connection=connection, target_metadata=Base.metadata, render_as_batch=True, compare_type=True
+)
 with context.begin_transaction():
     context.run_migrations()
