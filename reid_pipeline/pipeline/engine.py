@@ -168,6 +168,18 @@ class CameraSummary:
     source_id: int | None = None
 
 
+class BackEnd(Protocol):
+    """What the front hands its work to: ``Back`` in one process; in the distributed mode a
+    client that publishes each ``FinishedBatch`` to the durable stream (and asks the
+    matcher where each source resumes)."""
+
+    def begin(self, src: SourceInfo) -> CameraStart: ...
+
+    def commit(self, batch: FinishedBatch) -> Committed: ...
+
+    def peek(self, camera: str, tracklet: Tracklet, vectors: np.ndarray) -> Decision | None: ...
+
+
 # ------------------------------------------------------------------ front
 
 
@@ -334,6 +346,24 @@ class Back:
         self.gallery = gallery
         self.matcher = matcher
 
+    def begin(self, src: SourceInfo) -> CameraStart:
+        """Register a camera and its source in the gallery; where the source resumes."""
+        uri = redact_url(src.uri)
+        self.gallery.ensure_camera(src.camera, uri)
+        row = self.gallery.begin_source(src.camera, src.fingerprint(), uri)
+        resume = int(row.resume_from_frame)
+        done = bool(getattr(row, "done", False)) or (
+            src.frame_count is not None and resume >= src.frame_count
+        )
+        return CameraStart(
+            src.camera,
+            uri,
+            int(row.source_id),
+            resume,
+            int(getattr(row, "next_track_id", 1)),
+            done,
+        )
+
     def commit(self, batch: FinishedBatch) -> Committed:
         """Record every tracklet, decide all identities at once (conflicting tracklets are
         solved together), and advance each source's resume point, in one transaction."""
@@ -370,7 +400,7 @@ class Back:
         )
         return Committed(tuple(decisions), batch.progress)
 
-    def peek(self, camera: str, tracklet: Tracklet, vectors: np.ndarray) -> Decision:
+    def peek(self, camera: str, tracklet: Tracklet, vectors: np.ndarray) -> Decision | None:
         """The identity a growing tracklet would get now (nothing written)."""
         ident, score = self.matcher.peek(camera, tracklet, vectors)
         return Decision(camera, tracklet.track_id, ident, score, "provisional")
@@ -393,19 +423,33 @@ class Pipeline:
         detector: Detector,
         embedder: Embedder,
         model: Any,
-        gallery: Gallery,
-        matcher: Matcher,
+        gallery: Gallery | None,
+        matcher: Matcher | None,
+        back: BackEnd | None = None,
     ) -> None:
+        """``back``: where finished work goes; default ``Back(gallery, matcher)`` in this
+        process (the distributed worker passes its stream publisher and no gallery)."""
         self.cfg = cfg
         self.detector = detector
         self.embedder = embedder
         self.model = model
-        self.gallery = gallery
+        self._gallery = gallery
         self.matcher = matcher
-        self.back = Back(gallery, matcher)
+        if back is None:
+            if gallery is None or matcher is None:
+                raise ValueError("Pipeline needs a gallery and a matcher, or a back end")
+            back = Back(gallery, matcher)
+        self.back: BackEnd = back
         self.front: Front | None = None
         self.hold_back = True
         self._rows = 0  # sightings finished since the last commit (the commit cadence)
+
+    @property
+    def gallery(self) -> Gallery:
+        """The local gallery (a distributed worker has none: its back end is the stream)."""
+        if self._gallery is None:
+            raise RuntimeError("this pipeline has no local gallery (its back end is remote)")
+        return self._gallery
 
     @classmethod
     def from_components(cls, c: Any) -> Pipeline:
@@ -470,29 +514,15 @@ class Pipeline:
         )
         starts = []
         for src in sources:
-            uri = redact_url(src.uri)
-            self.gallery.ensure_camera(src.camera, uri)
-            row = self.gallery.begin_source(src.camera, src.fingerprint(), uri)
-            resume = int(row.resume_from_frame)
-            done = bool(getattr(row, "done", False)) or (
-                src.frame_count is not None and resume >= src.frame_count
-            )
-            st = CameraStart(
-                src.camera,
-                uri,
-                int(row.source_id),
-                resume,
-                int(getattr(row, "next_track_id", 1)),
-                done,
-            )
+            st = self.back.begin(src)
             starts.append(st)
-            if done:
+            if st.done:
                 continue
             fps = float(src.fps or DEFAULT_FPS)
             summary = CameraSummary(
                 src.camera,
-                uri,
-                resumed_from=resume,
+                st.uri,
+                resumed_from=st.resume_from,
                 fps=fps,
                 frame_count=src.frame_count,
                 source_id=st.source_id,
@@ -500,7 +530,9 @@ class Pipeline:
             tracker = CameraTracker(
                 src.camera, self.cfg.tracker, fps, first_track_id=st.next_track_id
             )
-            self.front.add_camera(CameraState(src.camera, st.source_id, tracker, resume, summary))
+            self.front.add_camera(
+                CameraState(src.camera, st.source_id, tracker, st.resume_from, summary)
+            )
         return starts
 
     def end_camera(self, camera: str, failed: str | None = None) -> None:
@@ -514,7 +546,8 @@ class Pipeline:
         """Detect, track, embed; score growing tracklets; commit what is due."""
         front = self._front()
         due = front.step(frames)
-        provisional = tuple(self.back.peek(c.camera, t, v) for c, t, v in due if len(v))
+        peeks = (self.back.peek(c.camera, t, v) for c, t, v in due if len(v))
+        provisional = tuple(d for d in peeks if d is not None)
         for d in provisional:
             log.debug(
                 "camera %s track %d: provisional identity %s (p=%s)",
