@@ -216,3 +216,44 @@ def test_partial_filter_keeps_at_least_half_of_the_crops():
     tl.crop_frames = list(range(6))
     keep = partial_crop_mask(tl, 0.85, 10)
     assert keep.sum() == 3 and keep[0] and keep[4]
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_detection_stride_interpolates_the_frames_between(every: int) -> None:
+    """Only every N-th frame is detected; a walking person still has one box per frame,
+    the skipped ones on the line between two detections, and one track."""
+    t = CameraTracker("cam", TrackerConfig(), 10.0, every=every)
+    for i in range(30):
+        if i % every:
+            t.skip(frame(i))
+        else:
+            t.update(frame(i), dets(person(40 + 6 * i, 100), conf=0.9 - 0.01 * (i % 7)))
+    (tl,) = t.flush()
+    frames = [b.frame_index for b in tl.boxes]
+    last = 29 - 29 % every  # the last detected frame: nothing is extrapolated after it
+    assert frames == list(range(frames[0], last + 1))
+    for b in tl.boxes:  # the linear walk, recovered on the frames nobody detected
+        assert np.allclose(b.bbox, person(40 + 6 * b.frame_index, 100), atol=1e-3)
+        assert abs(b.timestamp - b.frame_index / 10.0) < 1e-9
+    assert set(tl.crop_frames) <= {f for f in frames if f % every == 0}
+    skipped = [b for b in tl.boxes if b.frame_index % every]
+    assert skipped and all(b.confidence <= 0.9 for b in skipped)
+
+
+def test_detection_stride_does_not_bridge_a_longer_gap() -> None:
+    """A person missed at one detected frame is not interpolated across the gap, and the
+    track buffer means the same time as without a stride."""
+    t = CameraTracker("cam", TrackerConfig(track_buffer=30), 10.0, every=2)
+    for i in range(0, 40):
+        if i % 2:
+            t.skip(frame(i))
+        elif i == 20:
+            t.update(frame(i), dets())  # missed at 20: the gap 18 -> 22 is four frames
+        else:
+            t.update(frame(i), dets(person(40 + 6 * i, 100)))
+    (tl,) = t.flush()
+    frames = [b.frame_index for b in tl.boxes]
+    assert 19 not in frames and 20 not in frames and 21 not in frames
+    assert {17, 18, 22, 23} <= set(frames)
+    assert t.buffer_updates == 15  # 30 frames = 15 updates at stride 2
+    assert CameraTracker("cam", TrackerConfig(track_buffer=30), 10.0).buffer_updates == 30

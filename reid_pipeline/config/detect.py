@@ -21,6 +21,11 @@ class DetectorConfig:
     iou: float = 0.5
     imgsz: int = 640
     batch: int = 16  # frames per detector call, across cameras
+    # run the detector on every N-th frame of a camera; the tracker links those, and each
+    # track's boxes on the frames between are interpolated (linear, between two detections
+    # of the same track N frames apart). 1: every frame (the most accurate; see
+    # docs/benchmarks.md, "Detection stride", for what 2 and 3 cost and save on PETS09)
+    every: int = 1
     half: bool = True  # fp16 on CUDA
     mot_det: list[str] = field(default_factory=list)  # det.txt per camera, in camera order
     # det.txt boxes scoring below this, in the file's own units, are dropped before anything
@@ -61,6 +66,7 @@ class DetectorConfig:
             f"must be a multiple of 32, >= 32, got {self.imgsz}",
         )
         check(self.batch >= 1, f"{p}.batch", f"must be >= 1, got {self.batch}")
+        check(1 <= self.every <= 10, f"{p}.every", f"must be in 1..10, got {self.every}")
         check(self.hog_scale > 1.0, f"{p}.hog_scale", f"must be > 1, got {self.hog_scale}")
         check(self.hog_min_height >= 16, f"{p}.hog_min_height", "must be >= 16")
         check(0.0 <= self.hog_pad <= 1.0, f"{p}.hog_pad", f"must be in [0, 1], got {self.hog_pad}")

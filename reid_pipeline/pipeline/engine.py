@@ -238,10 +238,15 @@ class Front:
                     f"frames of unknown camera(s) {unknown}: start the pipeline "
                     "with every camera first"
                 )
-            dets = self.detector.detect(list(frames))
-            for fr, d in zip(frames, dets, strict=True):
+            every = max(1, int(self.cfg.detector.every))
+            seen = [f for f in frames if f.index % every == 0]  # the detection stride
+            found = iter(self.detector.detect(seen) if seen else [])
+            for fr in frames:
                 cam = self.cameras[fr.camera]
-                cam.tracker.update(fr, d)
+                if fr.index % every == 0:
+                    cam.tracker.update(fr, next(found))
+                else:
+                    cam.tracker.skip(fr)
                 cam.next_frame = fr.index + 1
                 cam.summary.frames += 1
         self.ended_now = [c.camera for c in self.cameras.values() if c.ended and not c.flushed]
@@ -528,7 +533,11 @@ class Pipeline:
                 source_id=st.source_id,
             )
             tracker = CameraTracker(
-                src.camera, self.cfg.tracker, fps, first_track_id=st.next_track_id
+                src.camera,
+                self.cfg.tracker,
+                fps,
+                first_track_id=st.next_track_id,
+                every=self.cfg.detector.every,
             )
             self.front.add_camera(
                 CameraState(src.camera, st.source_id, tracker, st.resume_from, summary)

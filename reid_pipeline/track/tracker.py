@@ -18,6 +18,13 @@ cameras) and turns its tracks into ``Tracklet`` records:
 
 Time is counted in ``update`` calls (one per frame fed), as ultralytics does; a source that
 skips undecodable frames therefore shortens the buffer by as many frames.
+
+**Detection stride** (``every`` > 1, ``detector.every``): only every N-th frame is detected
+and fed to ``update``; the frames between go to ``skip``. The tracker then links detections
+N frames apart (its buffer is ``track_buffer / N`` updates, the same time), and a track seen
+at two consecutive detected frames gets linearly interpolated boxes on the skipped frames
+between (score: the lower of the two), so sightings stay per frame. Crops come from
+detected frames only.
 """
 
 from __future__ import annotations
@@ -86,22 +93,37 @@ class CameraTracker:
     """One camera's tracker; see the module doc. Not thread-safe: one per camera."""
 
     def __init__(
-        self, camera: str, cfg: Any, frame_rate: float = 10.0, first_track_id: int = 1
+        self,
+        camera: str,
+        cfg: Any,
+        frame_rate: float = 10.0,
+        first_track_id: int = 1,
+        every: int = 1,
     ) -> None:
         """``first_track_id`` lets a resumed run continue a camera's track numbering, so
-        track ids stay unique per camera across interrupted and resumed runs."""
+        track ids stay unique per camera across interrupted and resumed runs; ``every``: the
+        detection stride (see the module doc)."""
         from ultralytics.trackers.bot_sort import BOTSORT
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         self.camera = camera
         self.cfg = cfg
         self.frame_rate = float(frame_rate)
+        self.every = max(1, int(every))
+        self._skipped: list[tuple[int, float]] = []  # (index, timestamp) since the last update
         args = tracker_args(cfg)
+        if self.every > 1:  # the same buffer in time: it counts updates, one per N frames
+            args.track_buffer = max(1, -(-int(cfg.track_buffer) // self.every))
         self._tracker = BOTSORT(args) if cfg.kind == "botsort" else BYTETracker(args)
         self._tracker._ids = iter(range(int(first_track_id), sys.maxsize))
         self._building: dict[int, _Builder] = {}
         self._finished: list[Tracklet] = []
         self.dropped_short = 0  # finished tracks shorter than min_length (noise)
+
+    @property
+    def buffer_updates(self) -> int:
+        """How many updates a lost track is kept (``track_buffer`` frames / the stride)."""
+        return int(self._tracker.max_frames_lost)
 
     # ------------------------------------------------------------------ per frame
 
@@ -127,6 +149,8 @@ class CameraTracker:
                 b = self._building.get(tid)
                 if b is None:
                     b = self._building[tid] = _Builder(Tracklet(self.camera, tid))
+                elif self._skipped:
+                    b.tracklet.boxes.extend(self._between(b.tracklet.boxes[-1], tb))
                 b.tracklet.boxes.append(tb)
                 bh, bw = y2 - y1, x2 - x1
                 if (
@@ -140,8 +164,30 @@ class CameraTracker:
                     and y2 <= h - m
                 ):
                     self._offer_crop(b, img, frame.index, x1, y1, x2, y2)
+        self._skipped.clear()
         self._collect_removed()
         return boxes
+
+    def skip(self, frame: Frame) -> None:
+        """A frame the detector does not look at (detection stride): its boxes are
+        interpolated once the next detected frame links the tracks."""
+        self._skipped.append((frame.index, frame.timestamp))
+
+    def _between(self, prev: TrackedBox, cur: TrackedBox) -> list[TrackedBox]:
+        """Boxes of one track on the skipped frames between two detections of it, if the
+        two are at consecutive detected frames (no interpolation across a longer gap)."""
+        span = cur.frame_index - prev.frame_index
+        if span <= 1 or span > self.every:
+            return []
+        a, c = np.asarray(prev.bbox), np.asarray(cur.bbox)
+        conf = min(prev.confidence, cur.confidence)
+        out = []
+        for index, ts in self._skipped:
+            if prev.frame_index < index < cur.frame_index:
+                t = (index - prev.frame_index) / span
+                x1, y1, x2, y2 = (float(v) for v in a + (c - a) * t)
+                out.append(TrackedBox(self.camera, index, ts, (x1, y1, x2, y2), conf, cur.track_id))
+        return out
 
     def _offer_crop(
         self, b: _Builder, img: np.ndarray, index: int, x1: float, y1: float, x2: float, y2: float
