@@ -30,6 +30,10 @@ COMMANDS = [
     "report",
     "search",
     "evaluate_mot",
+    "worker",
+    "matcher",
+    "export",
+    "serve",
 ]
 
 log = logging.getLogger("reid_pipeline.cli")

@@ -12,6 +12,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".yolo"))
 os.environ.setdefault("REID_NO_PROGRESS", "1")
 os.environ.setdefault("TORCH_HOME", str(ROOT / ".yolo" / "torch"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("REID_CACHE_DIR", str(ROOT / ".yolo" / "reid"))  # ONNX exports
 (ROOT / ".yolo").mkdir(exist_ok=True)
 
 

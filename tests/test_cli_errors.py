@@ -156,7 +156,7 @@ def test_video_breaking_off_midway_with_other_cameras(
     if policy == "continue":
         assert rows["gate"] == "60 done", rows
         assert "camera dock" in msg and "other cameras finished" in msg
-        assert (out / "sightings.csv").is_file() and (out / "videos" / "gate.mp4").is_file()
+        assert (out / "sightings.csv").is_file() and (out / "videos" / "gate.webm").is_file()
     else:
         assert not rows["gate"].endswith("done"), rows
 

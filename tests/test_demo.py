@@ -136,7 +136,7 @@ def test_demo_outputs(demo_run: dict[str, Any]) -> None:
     assert {r["camera"] for r in rows} == set(CAMERAS)
     assert len((out / "sightings.jsonl").read_text().splitlines()) == len(rows)
     for cam in CAMERAS:
-        cap = cv2.VideoCapture(str(out / "videos" / f"{cam}.mp4"))
+        cap = cv2.VideoCapture(str(out / "videos" / f"{cam}.webm"))
         assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) == demo_scene_spec().frames
         cap.release()
     html = (out / "report" / "index.html").read_text()

@@ -155,6 +155,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         k2=e.k2,
         lambda_value=e.lambda_value,
         keep_distmats=e.ranked_queries > 0,
+        model_cfg=cfg.model,  # model.runtime: embedded as serving embeds
     )
     total = time.perf_counter() - t0
     metrics = res.metrics()
@@ -165,6 +166,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         "checkpoint": spec,
         "model_version": model.model_version,
         "device": str(device),
+        "runtime": res.runtime,
         "num_query": len(res.query),
         "num_gallery": len(res.gallery),
         "skipped_queries": skipped,
@@ -184,7 +186,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     print(f"{ds.summary()}")
     print(
-        f"model {model.model_version} ({spec}) on {device}: {len(res.query)} queries x "
+        f"model {model.model_version} ({spec}) on {device} ({res.runtime}): "
+        f"{len(res.query)} queries x "
         f"{len(res.gallery)} gallery images, {total:.1f} s"
     )
     if res.undecodable:

@@ -2,7 +2,7 @@
 
 An index of identities (thumbnail, cameras, first/last seen, sightings; paginated), a page
 per identity with its crops per camera on a timeline, and links into the annotated videos
-at the right second when ``reid process`` wrote them (``<run>/videos/<camera>.mp4``).
+at the right second when ``reid process`` wrote them (``<run>/videos/<camera>.webm``).
 
 The pages link to the gallery's crop files instead of copying them, so deleting a person
 from the gallery removes their pictures from the report too (``--copy-crops`` makes a
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
         "--videos",
         dest="cfg__report__videos",
         metavar="DIR",
-        help="folder of annotated videos <camera>.mp4 (key: report.videos; "
+        help="folder of annotated videos <camera>.webm (key: report.videos; "
         "default <db folder>/videos)",
     )
     p.add_argument(

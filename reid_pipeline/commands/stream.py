@@ -90,6 +90,13 @@ def register(sub: Any) -> None:
         metavar="S",
         help="seconds between status lines, 0: none (key: stream.status_every_s)",
     )
+    p.add_argument(
+        "--serve",
+        dest="cfg__serve__listen",
+        metavar="HOST:PORT",
+        help="run the operator console (live tiles, alerts, search) beside the stream "
+        "(key: serve.listen; a non-loopback HOST needs serve.token_file)",
+    )
     from reid_pipeline.commands.process import add_run_options
 
     add_run_options(p)
@@ -160,19 +167,62 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             print(f"[status] {line}", file=sys.stderr, flush=True)
 
     try:
+        console = _start_console(cfg, pipeline, sources)  # None without --serve
+    except BaseException:
+        restore()
+        pipeline.gallery.close()
+        raise
+    hub = console[1] if console else None
+
+    def on_event(ev: Any) -> None:
+        show_event(ev)
+        if hub is not None:
+            hub.on_event(ev)
+
+    try:
         for s in sources:
             print(f"camera {s.camera}: {s.uri}", flush=True)
         live = LiveStream(
-            cfg, pipeline, sources, events, on_event=show_event, on_status=show_status
+            cfg,
+            pipeline,
+            sources,
+            events,
+            on_event=on_event,
+            on_status=show_status,
+            on_frames=hub.on_frames if hub is not None else None,
         )
         summary = live.run(stop)
     finally:
         restore()
+        if console:
+            console[1].close()
+            console[0].stop()
         pipeline.gallery.close()
     print(summary.describe(), flush=True)
     _write_summary(out / "stream_summary.json", summary)
     print(f"events: {events}\ngallery: {redact_url(db)}", flush=True)
     return 0
+
+
+def _start_console(cfg: Config, pipeline: Any, sources: list[Any]) -> tuple[Any, Any] | None:
+    """(server, hub) of the console beside the live loop (``--serve HOST:PORT``)."""
+    if not cfg.serve.listen:
+        return None
+    import dataclasses
+
+    from reid_pipeline.config.serve import parse_listen
+    from reid_pipeline.serve.app import create_app
+    from reid_pipeline.serve.live import LiveHub
+    from reid_pipeline.serve.server import BackgroundServer
+
+    host, port = parse_listen(cfg.serve.listen, "serve.listen")
+    scfg = dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, host=host, port=port))
+    hub = LiveHub(pipeline, sources, cfg.serve.events_kept)
+    app = create_app(pipeline.gallery, scfg, live=hub)  # refuses a public address sans token
+    server = BackgroundServer(app, host, port).start()
+    shown = f"[{host}]" if ":" in host else host
+    print(f"console: http://{shown}:{port}/", flush=True)
+    return server, hub
 
 
 def _write_summary(path: Any, summary: Any) -> None:

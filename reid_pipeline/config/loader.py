@@ -166,8 +166,8 @@ def load_section(
 
 
 def _redacted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, dict):  # an access token (serve.token) is never written out
+        return {k: "" if k == "token" else _redacted(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redacted(v) for v in value]
     if isinstance(value, str):

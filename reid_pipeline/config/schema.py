@@ -8,11 +8,13 @@ from typing import Any, cast
 
 from reid_pipeline.config.base import DeviceName, Section, check, check_device, check_types
 from reid_pipeline.config.detect import DetectorConfig
+from reid_pipeline.config.distributed import DistributedConfig
 from reid_pipeline.config.embed import ModelConfig
 from reid_pipeline.config.evaluate import EvalConfig, MotEvalConfig
 from reid_pipeline.config.gallery import GalleryConfig
 from reid_pipeline.config.match import MatchConfig
 from reid_pipeline.config.output import OutputConfig
+from reid_pipeline.config.serve import ServeConfig
 from reid_pipeline.config.sources import InputConfig, StreamConfig
 from reid_pipeline.config.track import TrackerConfig
 from reid_pipeline.config.train import TrainConfig
@@ -35,6 +37,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     mot_eval: MotEvalConfig = field(default_factory=MotEvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def validate(self) -> None:
         check_device("device", self.device)

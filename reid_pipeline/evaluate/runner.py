@@ -40,6 +40,7 @@ class EvalResult:
     distmats: dict[str, np.ndarray] = field(default_factory=dict)
     undecodable: list[str] = field(default_factory=list)  # paths skipped
     seconds: dict[str, float] = field(default_factory=dict)
+    runtime: str = "torch"  # what embedded the images: torch or onnxruntime (model.runtime)
 
     def metrics(self) -> dict[str, dict[str, float]]:
         return {k: r.summary() for k, r in self.results.items()}
@@ -166,16 +167,27 @@ def run_evaluation(
     k2: int = 6,
     lambda_value: float = 0.3,
     keep_distmats: bool = False,
+    model_cfg: Any = None,
 ) -> EvalResult:
-    """Embed query and gallery images with the serving Embedder, then evaluate every mode."""
+    """Embed query and gallery images with the serving Embedder, then evaluate every mode.
+
+    ``model_cfg`` (the run's ``model`` section) picks the runtime as serving does
+    (``model.runtime``: onnxruntime on a CPU for auto); None: the torch ``Embedder``."""
     from reid_pipeline.embed.embedder import Embedder
+    from reid_pipeline.embed.onnx import make_embedder
 
     modes = check_modes(modes)
     if not query:
         raise InputError("the query set is empty")
     if not gallery:
         raise InputError("the gallery is empty")
-    embedder = Embedder(model, device, batch=batch, half=half, height=height, width=width)
+    embedder = (
+        Embedder(model, device, batch=batch, half=half, height=height, width=width)
+        if model_cfg is None
+        else make_embedder(
+            model_cfg, model, device, batch=batch, half=half, height=height, width=width
+        )
+    )
     t = time.perf_counter()
     qf, q_kept, q_bad = embed_records(embedder, list(query), "embed query")
     gf, g_kept, g_bad = embed_records(embedder, list(gallery), "embed gallery")
@@ -185,6 +197,7 @@ def run_evaluation(
     )
     res.undecodable = q_bad + g_bad
     res.seconds["embed"] = embed_s
+    res.runtime = str(getattr(embedder, "runtime", "torch"))
     return res
 
 

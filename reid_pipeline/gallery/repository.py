@@ -1057,6 +1057,37 @@ class Gallery:
         with self.read() as s:
             return list(s.scalars(select(Exemplar.model_version).distinct()))
 
+    def recorded_tracklets(
+        self, keys: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[int, int | None, float | None]]:
+        """Which of these (source id, track id) tracklets are stored already: each found one
+        -> (tracklet id, identity id, score). A tracklet is unique per source and track id, so
+        a consumer that may see a batch twice (the distributed matcher, on redelivery)
+        records only the others, and answers for these with what was decided then."""
+        wanted: dict[int, set[int]] = defaultdict(set)
+        for source_id, track_id in keys:
+            wanted[int(source_id)].add(int(track_id))
+        out: dict[tuple[int, int], tuple[int, int | None, float | None]] = {}
+        with self.read() as s:
+            for source_id, tracks in wanted.items():
+                ordered = sorted(tracks)
+                for i in range(0, len(ordered), 500):
+                    rows = s.execute(
+                        select(
+                            Tracklet.track_id, Tracklet.id, Tracklet.identity_id, Tracklet.score
+                        ).where(
+                            Tracklet.source_id == source_id,
+                            Tracklet.track_id.in_(ordered[i : i + 500]),
+                        )
+                    ).all()
+                    for track_id, tid, identity_id, score in rows:
+                        out[(source_id, int(track_id))] = (
+                            int(tid),
+                            None if identity_id is None else int(identity_id),
+                            None if score is None else float(score),
+                        )
+        return out
+
     def intervals(self, since: float | None = None) -> list[Interval]:
         """Time spans of all (non-provisional) assigned tracklets, for the one-place rule."""
         q = (
@@ -1205,9 +1236,10 @@ class Gallery:
                 )
         return out
 
-    def tracklet_spans(self) -> list[TrackletSpan]:
+    def tracklet_spans(self, identity_id: int | None = None) -> list[TrackletSpan]:
         """Every assigned tracklet (provisional ones too) with its camera, time span and first
-        frame, in (identity, start) order: the report's timelines and video links."""
+        frame, in (identity, start) order: the report's timelines and video links
+        (``identity_id``: that identity's only)."""
         q = (
             select(
                 Tracklet.id,
@@ -1222,6 +1254,8 @@ class Gallery:
             .where(Tracklet.identity_id.is_not(None))
             .order_by(Tracklet.identity_id, Tracklet.first_ts, Tracklet.id)
         )
+        if identity_id is not None:
+            q = q.where(Tracklet.identity_id == identity_id)
         with self.read() as s:
             return [
                 TrackletSpan(
@@ -1270,32 +1304,24 @@ class Gallery:
         return sorted(found, key=lambda c: (c.identity_id, c.first_seen, c.camera))
 
     def crops(
-        self, identity_id: int | None = None, tracklet_id: int | None = None
+        self,
+        identity_id: int | None = None,
+        tracklet_id: int | None = None,
+        *,
+        identity_ids: Iterable[int] | None = None,
     ) -> list[CropInfo]:
-        """Crop files (with their camera and time), e.g. for the report's identity page."""
-        q = (
-            select(
-                Crop.id,
-                Crop.tracklet_id,
-                Tracklet.identity_id,
-                Camera.name,
-                Crop.frame,
-                SightingRow.timestamp,
-                Crop.path,
-                Tracklet.track_id,
-            )
-            .join(Tracklet, Tracklet.id == Crop.tracklet_id)
-            .join(Camera, Camera.id == Tracklet.camera_id)
-            .outerjoin(
-                SightingRow,
-                (SightingRow.tracklet_id == Crop.tracklet_id) & (SightingRow.frame == Crop.frame),
-            )
-            .order_by(Camera.name, Crop.tracklet_id, Crop.frame)
-        )
+        """Crop files (with their camera and time), e.g. for the report's identity page
+        (``identity_ids``: of these identities only, e.g. one page of thumbnails)."""
+        q = _crop_query().order_by(Camera.name, Crop.tracklet_id, Crop.frame)
         if identity_id is not None:
             q = q.where(Tracklet.identity_id == identity_id)
+        if identity_ids is not None:
+            q = q.where(Tracklet.identity_id.in_(sorted({int(i) for i in identity_ids})))
         if tracklet_id is not None:
             q = q.where(Crop.tracklet_id == tracklet_id)
+        return self._crop_rows(q)
+
+    def _crop_rows(self, q: Any) -> list[CropInfo]:
         with self.read() as s:
             rows = s.execute(q).all()
         base = self.crops_dir
@@ -1313,6 +1339,113 @@ class Gallery:
             )
             for r in rows
         ]
+
+    def crop(self, crop_id: int) -> CropInfo | None:
+        """One crop row (None when there is none, e.g. its identity was erased)."""
+        found = self._crop_rows(_crop_query().where(Crop.id == int(crop_id)))
+        return found[0] if found else None
+
+    def identity_page(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        *,
+        camera: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        flagged: bool | None = None,
+        ids: Iterable[int] | None = None,
+    ) -> tuple[int, list[IdentitySummary]]:
+        """(how many match, one page of them): identities with at least one tracklet
+        (``camera``: in that camera; ``since``/``until``: seen then), most recently seen
+        first. Summaries as ``identities()`` gives them, over all cameras and times."""
+        match = (
+            select(Tracklet.identity_id.label("iid"), func.max(Tracklet.last_ts).label("last"))
+            .where(Tracklet.identity_id.is_not(None))
+            .group_by(Tracklet.identity_id)
+        )
+        if camera is not None:
+            match = match.join(Camera, Camera.id == Tracklet.camera_id).where(Camera.name == camera)
+        if since is not None:
+            match = match.where(Tracklet.last_ts >= since)
+        if until is not None:
+            match = match.where(Tracklet.first_ts <= until)
+        if ids is not None:
+            match = match.where(Tracklet.identity_id.in_(sorted({int(i) for i in ids})))
+        sub = match.subquery()
+        base = select(sub.c.iid, sub.c.last)
+        if flagged is not None:
+            base = base.join(Identity, Identity.id == sub.c.iid).where(
+                Identity.flagged.is_(flagged)
+            )
+        with self.read() as s:
+            total = int(s.scalar(select(func.count()).select_from(base.subquery())) or 0)
+            page = [
+                int(r[0])
+                for r in s.execute(
+                    base.order_by(sub.c.last.desc(), sub.c.iid.desc())
+                    .offset(max(0, offset))
+                    .limit(max(0, limit))
+                )
+            ]
+            summaries = self._summaries(s, page)
+        return total, summaries
+
+    def _summaries(self, s: Session, ids: list[int]) -> list[IdentitySummary]:
+        """``IdentitySummary`` of each of ``ids`` that exists, in the order given."""
+        if not ids:
+            return []
+        rows = {i.id: i for i in s.scalars(select(Identity).where(Identity.id.in_(ids)))}
+        per = s.execute(
+            select(
+                Tracklet.identity_id,
+                Camera.name,
+                func.count(Tracklet.id),
+                func.min(Tracklet.first_ts),
+                func.max(Tracklet.last_ts),
+            )
+            .join(Camera, Camera.id == Tracklet.camera_id)
+            .where(Tracklet.identity_id.in_(ids))
+            .group_by(Tracklet.identity_id, Camera.name)
+        ).all()
+        counts = dict(
+            s.execute(
+                select(Tracklet.identity_id, func.count(SightingRow.id))
+                .join(SightingRow, SightingRow.tracklet_id == Tracklet.id)
+                .where(Tracklet.identity_id.in_(ids))
+                .group_by(Tracklet.identity_id)
+            ).all()
+        )
+        cams: dict[int, list[str]] = defaultdict(list)
+        ntr: dict[int, int] = defaultdict(int)
+        lo: dict[int, float] = {}
+        hi: dict[int, float] = {}
+        for iid_, cam, n, a, b in per:
+            iid = int(iid_ or 0)
+            cams[iid].append(cam)
+            ntr[iid] += n
+            lo[iid] = a if iid not in lo else min(lo[iid], a)
+            hi[iid] = b if iid not in hi else max(hi[iid], b)
+        return [
+            IdentitySummary(
+                id=i,
+                name=rows[i].name,
+                flagged=bool(rows[i].flagged),
+                cameras=sorted(cams.get(i, [])),
+                first_seen=lo.get(i, rows[i].first_seen),
+                last_seen=hi.get(i, rows[i].last_seen),
+                sightings=int(counts.get(i, 0)),
+                tracklets=ntr.get(i, 0),
+                created_at=rows[i].created_at,
+            )
+            for i in ids
+            if i in rows
+        ]
+
+    def camera_names(self) -> list[str]:
+        """Every camera of the gallery, by name."""
+        with self.read() as s:
+            return sorted(s.scalars(select(Camera.name)))
 
     def counts(self) -> dict[str, int]:
         """Row counts per table (tests, status lines)."""
@@ -1341,6 +1474,28 @@ class Gallery:
             for p in self.crops_dir.rglob("*.jpg")
             if p.relative_to(self.crops_dir).as_posix() not in known
         )
+
+
+def _crop_query() -> Any:
+    """Crop rows with their tracklet's identity, camera, time and track id."""
+    return (
+        select(
+            Crop.id,
+            Crop.tracklet_id,
+            Tracklet.identity_id,
+            Camera.name,
+            Crop.frame,
+            SightingRow.timestamp,
+            Crop.path,
+            Tracklet.track_id,
+        )
+        .join(Tracklet, Tracklet.id == Crop.tracklet_id)
+        .join(Camera, Camera.id == Tracklet.camera_id)
+        .outerjoin(
+            SightingRow,
+            (SightingRow.tracklet_id == Crop.tracklet_id) & (SightingRow.frame == Crop.frame),
+        )
+    )
 
 
 def _insert_many(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from reid_pipeline.detect import Detector
     from reid_pipeline.embed.embedder import Embedder
     from reid_pipeline.embed.model import ReIDModel
+    from reid_pipeline.embed.onnx import OnnxEmbedder
     from reid_pipeline.gallery import Gallery
     from reid_pipeline.gallery.cache import ExemplarCache
     from reid_pipeline.match.assign import IdentityMatcher
@@ -65,11 +66,13 @@ def build_model(cfg: Config, device: torch.device, checkpoint: str | None = None
     return model
 
 
-def build_embedder(cfg: Config, model: ReIDModel, device: torch.device) -> Embedder:
-    """The batched crop embedder at the input size the model was built (trained) for."""
-    from reid_pipeline.embed.embedder import Embedder
+def build_embedder(cfg: Config, model: ReIDModel, device: torch.device) -> Embedder | OnnxEmbedder:
+    """The batched crop embedder at the input size the model was built (trained) for, on
+    the runtime ``model.runtime`` picks (auto: onnxruntime on a CPU, torch on CUDA); both
+    give the checkpoint's model version."""
+    from reid_pipeline.embed.onnx import make_embedder
 
-    return Embedder(model, device, batch=cfg.model.batch, half=cfg.model.half)
+    return make_embedder(cfg.model, model, device)
 
 
 def build_matcher(

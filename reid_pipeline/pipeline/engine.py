@@ -317,6 +317,22 @@ class Front:
             for c, t in jobs
         ]
 
+    def _held_point(self, c: CameraState) -> int:
+        """R for a non-final commit: not past the first frame of an open track, nor of a
+        finished tracklet held back (it ends at or after R): a resume at R recomputes only
+        frames from R on, so R must not cut a tracklet that is not committed (a kill would
+        lose its first frames). Lowering R may hold back more; repeated until stable."""
+        r = c.commit_point()
+        while True:
+            cut = [
+                p.tracklet.first_frame
+                for p in self.pending
+                if p.camera == c.camera and p.tracklet.last_frame >= r > p.tracklet.first_frame
+            ]
+            if not cut:
+                return r
+            r = min(cut)
+
     def take(self, *, final: bool) -> FinishedBatch | None:
         """The finished tracklets that are safe to commit, with each source's resume point.
 
@@ -324,7 +340,8 @@ class Front:
         Ctrl-C, and every live commit). None when nothing is ready and not ``final``.
         """
         points = {
-            c.camera: (c.next_frame if final else c.commit_point()) for c in self.cameras.values()
+            c.camera: (c.next_frame if final else self._held_point(c))
+            for c in self.cameras.values()
         }
         ready = [p for p in self.pending if p.tracklet.last_frame < points[p.camera]]
         if not ready and not final:

@@ -341,7 +341,10 @@ class LiveStream:
 
     ``pipeline`` is a ``reid_pipeline.pipeline.engine.Pipeline``;
     ``sources`` are ``RtspSource`` readers (not started yet).
-    ``on_event`` / ``on_status`` let the command print (library code never prints).
+    ``on_event`` / ``on_status`` let the command print (library code never prints);
+    ``on_frames(frames)`` runs in the loop's thread after every step (``frames``: the ones
+    it processed, empty when none came), e.g. the console's latest-frame slots (it must
+    return at once: it holds the loop).
     """
 
     def __init__(
@@ -353,6 +356,7 @@ class LiveStream:
         *,
         on_event: Callable[[StreamEvent], None] | None = None,
         on_status: Callable[[list[str]], None] | None = None,
+        on_frames: Callable[[list[Frame]], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -360,7 +364,8 @@ class LiveStream:
         self.events_path = Path(events_path)
         self.on_event = on_event
         self.on_status = on_status
-        self.watch = WatchList(cfg.stream.watch, getattr(pipeline, "gallery", None))
+        self.on_frames = on_frames
+        self.watch = WatchList(cfg.stream.watch, _local_gallery(pipeline))
         self.known: set[int] = set()  # identities that existed before (new vs known)
         self.stats = {s.camera: CameraStats() for s in self.sources}
         self.latency = Percentiles()
@@ -434,7 +439,8 @@ class LiveStream:
         started = False
         clean = True  # False: a second signal (KeyboardInterrupt) or an error; skip the flush
         try:
-            self.known = _identity_ids(self.pipeline.gallery)
+            local = _local_gallery(self.pipeline)  # None: a distributed worker (no gallery)
+            self.known = _identity_ids(local) if local is not None else set()
             for s in self.sources:
                 s.notify = self.ready
             # one gallery Source row per camera and URL across runs; frame numbers continue
@@ -464,6 +470,8 @@ class LiveStream:
                 )
                 if frames:
                     self._step(frames)
+                if self.on_frames is not None:
+                    self.on_frames(frames)
                 if cfg.stream.status_every_s and time.monotonic() >= next_status:
                     next_status = time.monotonic() + cfg.stream.status_every_s
                     lines = self._status(time.time())
@@ -515,6 +523,14 @@ class LiveStream:
             d.update(processed=st.processed, lag=st.lags.summary())
             s.cameras.append(d)
         return s
+
+
+def _local_gallery(pipeline: Any) -> Any:
+    """The pipeline's own gallery, or None when its back end is remote (``reid worker``)."""
+    try:
+        return pipeline.gallery
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _identity_ids(gallery: Any) -> set[int]:

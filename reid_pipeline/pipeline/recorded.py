@@ -371,7 +371,7 @@ def write_outputs(
             raise OutputError(f"output folder {str(vdir)!r}: {e.strerror or e}") from None
         fps = cfg.input.fps if cfg.input.fps > 0 else None
         for c in cams:
-            path = vdir / f"{_safe(c.camera)}.mp4"
+            path = vdir / f"{_safe(c.camera)}.webm"
             try:
                 write_annotated_video(c.spec, c.camera, g.sightings(camera=c.camera), path, fps=fps)
             except SourceError:

@@ -11,16 +11,17 @@ holds no second copy of the personal data, so deleting an identity from the gall
 page. ``copy_crops=True`` makes a portable site (crops copied under ``<out>/crops``) for
 hand-over; such copies are outside the gallery's erasure and retention.
 
-The renderer (``write_site``) takes plain view records (``IdentityView``), so it knows
-nothing of SQL; ``gallery_views`` builds them from an open ``Gallery``'s read methods
-(``identities``, ``tracklet_spans``, ``crops``) and ``build_report`` does both (what
-``reid report`` calls).
+The pages are rendered from the templates the operator console (``reid serve``) uses too
+(``report/templates.py``: Jinja2 with autoescaping, the one escaping path for user-given
+names); only the links differ (``StaticLinks`` here: relative files). The renderer
+(``write_site``) takes plain view records (``IdentityView``), so it knows nothing of SQL;
+``gallery_views`` builds them from an open ``Gallery``'s read methods (``identities``,
+``tracklet_spans``, ``crops``), ``identity_view`` one of them, and ``build_report`` does
+both (what ``reid report`` calls).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import html
 import logging
 import math
 import os
@@ -28,18 +29,48 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from markupsafe import Markup, escape
+
 from reid_pipeline.errors import OutputError
+from reid_pipeline.report.templates import EPOCH_MIN, asset_text, fmt_time, render
 
 if TYPE_CHECKING:
     from reid_pipeline.gallery import Gallery
 
+__all__ = [
+    "EPOCH_MIN",
+    "MARKER",
+    "VIDEO_EXTENSIONS",
+    "CameraSection",
+    "CropView",
+    "IdentityView",
+    "IntervalView",
+    "SiteOptions",
+    "SiteWriter",
+    "StaticLinks",
+    "build_report",
+    "camera_file_name",
+    "esc",
+    "find_videos",
+    "fmt_time",
+    "gallery_views",
+    "identity_sections",
+    "identity_view",
+    "rel_href",
+    "standalone_page",
+    "summary_view",
+    "video_fps",
+    "write_site",
+]
+
 log = logging.getLogger(__name__)
 
 MARKER = ".reid-report"  # written in the output folder; only such folders are cleaned on rebuild
-EPOCH_MIN = 1e8  # timestamps above this are Unix times (1973+); below, seconds into a video
+# annotated videos, in the order they are looked for (what browsers play first)
+VIDEO_EXTENSIONS = (".webm", ".mp4", ".mkv", ".avi")
 
 
 @dataclass
@@ -50,6 +81,7 @@ class CropView:
     camera: str
     timestamp: float
     video_time: float | None = None  # seconds into the camera's annotated video, if known
+    crop_id: int | None = None  # the gallery's crop row (the console serves crops by id)
 
 
 @dataclass
@@ -60,6 +92,7 @@ class IntervalView:
     start: float
     end: float
     video_time: float | None = None  # where ``start`` is in the annotated video
+    tracklet_id: int | None = None
 
 
 @dataclass
@@ -74,6 +107,7 @@ class IdentityView:
     cameras: list[str] = field(default_factory=list)
     crops: list[CropView] = field(default_factory=list)
     intervals: list[IntervalView] = field(default_factory=list)
+    flagged: bool = False
 
     @property
     def label(self) -> str:
@@ -94,23 +128,13 @@ class SiteOptions:
     copy_crops: bool = False
 
 
-# ---------------------------------------------------------------- formatting helpers
-
-
-def fmt_time(t: float) -> str:
-    """Unix times as UTC date-times; small values (seconds into a video) as h:mm:ss.s."""
-    if t >= EPOCH_MIN:
-        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    sign = "-" if t < 0 else ""
-    t = abs(t)
-    h, rem = divmod(t, 3600)
-    m, s = divmod(rem, 60)
-    return f"{sign}{int(h)}:{int(m):02d}:{s:04.1f}"
+# ---------------------------------------------------------------- helpers
 
 
 def esc(text: object) -> str:
-    """``text`` escaped for HTML text and attribute values (quotes included)."""
-    return html.escape(str(text), quote=True)
+    """``text`` escaped for HTML text and attribute values (quotes included): the template
+    engine's own escape, for the few callers that still assemble a fragment."""
+    return str(escape(str(text)))
 
 
 def rel_href(target: Path, page_dir: Path) -> str:
@@ -131,82 +155,136 @@ def _spread(items: Sequence[CropView], k: int) -> list[CropView]:
     return [items[round(i * (n - 1) / (k - 1))] for i in range(k)]
 
 
-# ---------------------------------------------------------------- static assets
+CSS = asset_text("report.css")
+JS = asset_text("report.js")
 
-CSS = """
-:root { --fg:#1d2330; --muted:#5b6577; --line:#d8dde6; --bg:#f6f7f9; --accent:#2c6bd6; }
-* { box-sizing: border-box; }
-body { font: 14px/1.4 system-ui, sans-serif; color: var(--fg); background: var(--bg);
-       margin: 0; padding: 16px 24px; }
-h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 20px 0 8px; }
-a { color: var(--accent); }
-.meta { color: var(--muted); margin-bottom: 12px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px;
-        display: flex; gap: 10px; text-decoration: none; color: inherit; }
-.card img, .card .noimg { width: 64px; height: 128px; object-fit: cover; border-radius: 3px;
-        background: #e9ecf1; flex: none; }
-.card dl { margin: 0; font-size: 12px; } .card dt { color: var(--muted); }
-.card dd { margin: 0 0 3px; }
-.card .name { font-weight: 600; font-size: 14px; margin-bottom: 4px; }
-.pager { margin: 16px 0; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }
-.pager a, .pager span { padding: 2px 8px; border: 1px solid var(--line); border-radius: 4px;
-        background: #fff; text-decoration: none; }
-.pager .cur { background: var(--accent); color: #fff; }
-.camera { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px;
-          margin-bottom: 12px; }
-.timeline { position: relative; height: 14px; background: #eef1f5; border-radius: 7px;
-            margin: 6px 0 10px; }
-.timeline a, .timeline span { position: absolute; top: 2px; height: 10px; min-width: 4px;
-            background: var(--accent); border-radius: 5px; }
-.crops { display: flex; flex-wrap: wrap; gap: 8px; }
-.crops figure { margin: 0; width: 72px; font-size: 11px; text-align: center; }
-.crops img { width: 64px; height: 128px; object-fit: cover; background: #e9ecf1;
-             border-radius: 3px; }
-img[data-state=broken] { outline: 2px dashed #c0392b; }
-video { max-width: 480px; width: 100%; margin-top: 6px; background: #000; }
-"""
 
-# Marks each picture as loaded or broken (a deleted crop shows as a dashed outline) and
-# counts them on <body>, so a person or a test can tell at a glance that the page is whole.
-JS = """
-(function () {
-  function mark() {
-    var imgs = document.getElementsByTagName('img'), ok = 0, broken = 0;
-    for (var i = 0; i < imgs.length; i++) {
-      var good = imgs[i].complete && imgs[i].naturalWidth > 0;
-      imgs[i].setAttribute('data-state', good ? 'ok' : 'broken');
-      if (good) { ok++; } else { broken++; }
-    }
-    document.body.setAttribute('data-images-ok', ok);
-    document.body.setAttribute('data-images-broken', broken);
-  }
-  window.addEventListener('load', mark);
-})();
-"""
+class _InlineLinks:
+    """Links of a standalone page: assets inlined, nothing else linked."""
+
+    console = False
+
+    def asset(self, name: str) -> str:
+        return name
+
+    def index(self, page: int) -> str:
+        return "#"
+
+    def identity(self, identity: int) -> str:
+        return "#"
+
+    def crop(self, crop: Any) -> str:
+        return "#"
+
+    def video(self, camera: str, t: float | None) -> str | None:
+        return None
 
 
 def standalone_page(title: str, body: str) -> str:
-    """A single page with the stylesheet and script inlined (e.g. a search result)."""
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{CSS}</style><script>{JS}</script>"
-        f"</head>\n<body>\n{body}\n</body></html>\n"
+    """A single page with the stylesheet and script inlined (e.g. a search result);
+    ``body`` is HTML already escaped by its maker."""
+    return render(
+        "standalone.html",
+        title=title,
+        body=Markup(body),
+        links=_InlineLinks(),
+        inline_assets=True,
+        inline_css=CSS,
+        inline_js=JS,
     )
 
 
-def _page(title: str, body: str, asset_prefix: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title>"
-        f'<link rel="stylesheet" href="{asset_prefix}assets/report.css">'
-        f'<script src="{asset_prefix}assets/report.js"></script>'
-        f"</head>\n<body>\n{body}\n</body></html>\n"
-    )
+# ---------------------------------------------------------------- identity page sections
+
+
+@dataclass
+class CameraSection:
+    """One camera of an identity page: timeline marks, crops, the annotated video."""
+
+    camera: str
+    intervals: list[IntervalView]
+    marks: list[dict[str, Any]]
+    figs: list[dict[str, Any]]
+    video: str | None
+    first: float | None
+    last: float | None
+
+
+def identity_sections(
+    ident: IdentityView, links: Any, crops_per_camera: int
+) -> list[CameraSection]:
+    """The per-camera sections of ``ident``'s page, links made by ``links``."""
+    span = max(ident.last_seen - ident.first_seen, 1e-6)
+    out = []
+    for cam in ident.cameras:
+        crops = sorted((c for c in ident.crops if c.camera == cam), key=lambda c: c.timestamp)
+        ivs = sorted((i for i in ident.intervals if i.camera == cam), key=lambda i: i.start)
+        marks = []
+        for iv in ivs:
+            left = 100.0 * (iv.start - ident.first_seen) / span
+            width = max(0.5, 100.0 * (iv.end - iv.start) / span)
+            marks.append(
+                {
+                    "href": links.video(cam, iv.video_time),
+                    "seek": _seek(iv.video_time),
+                    "tip": f"{fmt_time(iv.start)} - {fmt_time(iv.end)}",
+                    "style": f"left:{min(left, 99.5):.2f}%;width:{min(width, 100 - left):.2f}%",
+                }
+            )
+        figs = [
+            {
+                "src": links.crop(c),
+                "when": fmt_time(c.timestamp),
+                "href": links.video(cam, c.video_time),
+                "seek": _seek(c.video_time),
+            }
+            for c in _spread(crops, crops_per_camera)
+        ]
+        out.append(
+            CameraSection(
+                camera=cam,
+                intervals=ivs,
+                marks=marks,
+                figs=figs,
+                video=links.video(cam, ivs[0].video_time if ivs else None),
+                first=ivs[0].start if ivs else None,
+                last=ivs[-1].end if ivs else None,
+            )
+        )
+    return out
+
+
+def _seek(t: float | None) -> str:
+    return "" if t is None else f"{max(0.0, t):.2f}"
 
 
 # ---------------------------------------------------------------- the writer
+
+
+class StaticLinks:
+    """Links of the static site: relative files, from the page's own folder."""
+
+    console = False
+
+    def __init__(self, writer: SiteWriter, page_dir: Path) -> None:
+        self.w = writer
+        self.page_dir = page_dir
+        self.prefix = "" if page_dir == writer.out else "../"
+
+    def asset(self, name: str) -> str:
+        return f"{self.prefix}assets/{name}"
+
+    def index(self, page: int) -> str:
+        return self.prefix + _index_name(page)
+
+    def identity(self, identity: int) -> str:
+        return f"{self.prefix}identities/{identity}.html"
+
+    def crop(self, crop: CropView) -> str:
+        return self.w.img_src(crop, self.w.owner.get(Path(crop.path), 0), self.page_dir)
+
+    def video(self, camera: str, t: float | None) -> str | None:
+        return self.w.video_href(camera, t, self.page_dir)
 
 
 class SiteWriter:
@@ -222,6 +300,7 @@ class SiteWriter:
         self.opt = options or SiteOptions()
         self.videos = {k: Path(v) for k, v in (videos or {}).items()}
         self._copied: dict[Path, Path] = {}
+        self.owner: dict[Path, int] = {}  # crop file -> its identity (copies are filed by it)
 
     # -- file system
     def _prepare(self) -> None:
@@ -245,7 +324,7 @@ class SiteWriter:
         except OSError as e:
             raise OutputError(f"report folder {str(self.out)!r}: cannot write ({e})") from None
 
-    def _img_src(self, crop: CropView, identity: int, page_dir: Path) -> str:
+    def img_src(self, crop: CropView, identity: int, page_dir: Path) -> str:
         src = Path(crop.path)
         if self.opt.copy_crops:
             dst = self._copied.get(src)
@@ -258,7 +337,7 @@ class SiteWriter:
             src = dst
         return rel_href(src, page_dir)
 
-    def _video_href(self, camera: str, t: float | None, page_dir: Path) -> str | None:
+    def video_href(self, camera: str, t: float | None, page_dir: Path) -> str | None:
         video = self.videos.get(camera)
         if video is None or t is None or not video.is_file():
             return None
@@ -269,6 +348,7 @@ class SiteWriter:
         """Write every page; returns the index page's path."""
         self._prepare()
         idents = sorted(identities, key=lambda i: (i.first_seen, i.id))
+        self.owner = {Path(c.path): i.id for i in idents for c in i.crops}
         size = self.opt.page_size
         pages = max(1, math.ceil(len(idents) / size))
         for p in range(pages):
@@ -288,109 +368,30 @@ class SiteWriter:
             raise OutputError(f"report page {str(path)!r}: cannot write ({e})") from None
 
     def _index_page(self, idents: list[IdentityView], page: int, pages: int, total: int) -> str:
-        cards = []
-        for ident in idents:
-            thumb = ident.thumbnail
-            img = (
-                f'<img src="{self._img_src(thumb, ident.id, self.out)}" alt="{esc(ident.label)}">'
-                if thumb
-                else '<div class="noimg"></div>'
-            )
-            cards.append(
-                f'<a class="card" data-identity="{ident.id}" '
-                f'href="identities/{ident.id}.html">{img}<div>'
-                f'<div class="name">{esc(ident.label)}</div><dl>'
-                f'<dt>cameras</dt><dd class="cameras">{esc(", ".join(ident.cameras))}</dd>'
-                f"<dt>first seen</dt><dd>{esc(fmt_time(ident.first_seen))}</dd>"
-                f"<dt>last seen</dt><dd>{esc(fmt_time(ident.last_seen))}</dd>"
-                f'<dt>sightings</dt><dd class="sightings">{ident.sightings}</dd>'
-                "</dl></div></a>"
-            )
-        body = (
-            f"<h1>{esc(self.opt.title)}</h1>"
-            f'<div class="meta" id="summary" data-total="{total}" data-page="{page}" '
-            f'data-pages="{pages}">{total} identities'
-            + (f" &middot; page {page} of {pages}" if pages > 1 else "")
-            + "</div>"
-            + _pager(page, pages)
-            + '<div class="cards">'
-            + "\n".join(cards)
-            + "</div>"
-            + _pager(page, pages)
+        return render(
+            "index.html",
+            title=self.opt.title,
+            heading=self.opt.title,
+            links=StaticLinks(self, self.out),
+            identities=idents,
+            page=page,
+            pages=pages,
+            total=total,
         )
-        return _page(self.opt.title, body, "")
 
     def _identity_page(self, ident: IdentityView) -> str:
-        page_dir = self.out / "identities"
-        span = max(ident.last_seen - ident.first_seen, 1e-6)
-        sections = []
-        for cam in ident.cameras:
-            crops = sorted((c for c in ident.crops if c.camera == cam), key=lambda c: c.timestamp)
-            ivs = sorted((i for i in ident.intervals if i.camera == cam), key=lambda i: i.start)
-            marks = []
-            for iv in ivs:
-                left = 100.0 * (iv.start - ident.first_seen) / span
-                width = max(0.5, 100.0 * (iv.end - iv.start) / span)
-                tip = esc(f"{fmt_time(iv.start)} - {fmt_time(iv.end)}")
-                href = self._video_href(cam, iv.video_time, page_dir)
-                style = f"left:{min(left, 99.5):.2f}%;width:{min(width, 100 - left):.2f}%"
-                marks.append(
-                    f'<a href="{href}" title="{tip}" style="{style}"></a>'
-                    if href
-                    else f'<span title="{tip}" style="{style}"></span>'
-                )
-            figs = []
-            for c in _spread(crops, self.opt.crops_per_camera):
-                when = esc(fmt_time(c.timestamp))
-                href = self._video_href(cam, c.video_time, page_dir)
-                cap = f'<a href="{href}">{when}</a>' if href else when
-                figs.append(
-                    f'<figure><img src="{self._img_src(c, ident.id, page_dir)}" '
-                    f'alt="{esc(cam)} {when}"><figcaption>{cap}</figcaption></figure>'
-                )
-            first_video = self._video_href(cam, ivs[0].video_time if ivs else None, page_dir)
-            video = (
-                f'<video controls preload="none" src="{first_video}"></video>'
-                if first_video
-                else ""
-            )
-            seen = f"{fmt_time(ivs[0].start)} &ndash; {fmt_time(ivs[-1].end)}" if ivs else ""
-            sections.append(
-                f'<section class="camera" data-camera="{esc(cam)}"><h2>{esc(cam)}</h2>'
-                f'<div class="meta">{len(ivs)} tracklet(s) &middot; {seen}</div>'
-                f'<div class="timeline">{"".join(marks)}</div>'
-                f'<div class="crops">{"".join(figs)}</div>{video}</section>'
-            )
-        body = (
-            f'<p><a href="../index.html">&larr; all identities</a></p>'
-            f'<h1 data-identity="{ident.id}">{esc(ident.label)}</h1>'
-            f'<div class="meta">first seen {esc(fmt_time(ident.first_seen))} &middot; '
-            f"last seen {esc(fmt_time(ident.last_seen))} &middot; {ident.sightings} sightings "
-            f"&middot; cameras: {esc(', '.join(ident.cameras))}</div>" + "".join(sections)
+        links = StaticLinks(self, self.out / "identities")
+        return render(
+            "identity.html",
+            title=f"{self.opt.title}: {ident.label}",
+            links=links,
+            ident=ident,
+            sections=identity_sections(ident, links, self.opt.crops_per_camera),
         )
-        return _page(f"{self.opt.title}: {ident.label}", body, "../")
 
 
 def _index_name(page: int) -> str:
     return "index.html" if page == 1 else f"index-{page}.html"
-
-
-def _pager(page: int, pages: int) -> str:
-    if pages <= 1:
-        return ""
-    parts = []
-    if page > 1:
-        parts.append(f'<a rel="prev" href="{_index_name(page - 1)}">&larr; prev</a>')
-    for p in range(1, pages + 1):
-        if p == page:
-            parts.append(f'<span class="cur">{p}</span>')
-        elif p in (1, pages) or abs(p - page) <= 2:
-            parts.append(f'<a href="{_index_name(p)}">{p}</a>')
-        elif abs(p - page) == 3:
-            parts.append("<span>&hellip;</span>")
-    if page < pages:
-        parts.append(f'<a rel="next" href="{_index_name(page + 1)}">next &rarr;</a>')
-    return '<nav class="pager">' + "".join(parts) + "</nav>"
 
 
 def write_site(
@@ -407,7 +408,7 @@ def write_site(
 
 
 def camera_file_name(camera: str) -> str:
-    """How ``reid process`` names a camera's annotated video (``videos/<name>.mp4``)."""
+    """How ``reid process`` names a camera's annotated video (``videos/<name>.webm``)."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in camera) or "camera"
 
 
@@ -418,7 +419,7 @@ def find_videos(folder: str | Path | None, cameras: Iterable[str]) -> dict[str, 
     base = Path(folder)
     found = {}
     for cam in cameras:
-        for ext in (".mp4", ".avi", ".mkv", ".webm"):
+        for ext in VIDEO_EXTENSIONS:
             p = base / f"{camera_file_name(cam)}{ext}"
             if p.is_file():
                 found[cam] = p
@@ -438,6 +439,61 @@ def video_fps(path: Path) -> float | None:
     return fps if fps > 0 else None
 
 
+def summary_view(summary: Any, crops: Sequence[CropView] = ()) -> IdentityView:
+    """An ``IdentityView`` of a gallery ``IdentitySummary`` (crops: for its thumbnail)."""
+    return IdentityView(
+        id=summary.id,
+        name=summary.name,
+        first_seen=float(summary.first_seen or 0.0),
+        last_seen=float(summary.last_seen or 0.0),
+        sightings=summary.sightings,
+        cameras=list(summary.cameras),
+        crops=list(crops),
+        flagged=bool(summary.flagged),
+    )
+
+
+def _crop_view(c: Any, rate: float | None) -> CropView:
+    return CropView(
+        Path(c.path),
+        c.camera,
+        float(c.timestamp if c.timestamp is not None else 0.0),
+        c.frame / rate if rate else None,
+        c.crop_id,
+    )
+
+
+def identity_view(
+    gallery: Gallery, summary: Any, fps: dict[str, float | None] | None = None
+) -> IdentityView:
+    """The full ``IdentityView`` (crops, tracklet intervals) of one identity's summary;
+    ``fps``: each camera's annotated-video frame rate, for the video times."""
+    rates = fps or {}
+    view = summary_view(
+        summary,
+        sorted(
+            (
+                _crop_view(c, rates.get(c.camera))
+                for c in gallery.crops(identity_id=summary.id)
+                if c.path is not None
+            ),
+            key=lambda c: (c.camera, c.timestamp),
+        ),
+    )
+    view.intervals = [
+        IntervalView(
+            t.camera,
+            t.start,
+            t.end,
+            t.first_frame / rate if (rate := rates.get(t.camera)) else None,
+            t.tracklet_id,
+        )
+        for t in gallery.tracklet_spans(identity_id=summary.id)
+    ]
+    view.intervals.sort(key=lambda v: v.start)
+    return view
+
+
 def gallery_views(gallery: Gallery, videos: dict[str, Path] | None = None) -> list[IdentityView]:
     """One ``IdentityView`` per identity with at least one tracklet, read from ``gallery``.
 
@@ -450,34 +506,21 @@ def gallery_views(gallery: Gallery, videos: dict[str, Path] | None = None) -> li
     for t in gallery.tracklet_spans():
         rate = fps.get(t.camera)
         intervals.setdefault(t.identity_id, []).append(
-            IntervalView(t.camera, t.start, t.end, t.first_frame / rate if rate else None)
+            IntervalView(
+                t.camera, t.start, t.end, t.first_frame / rate if rate else None, t.tracklet_id
+            )
         )
     crops: dict[int, list[CropView]] = {}
     for c in gallery.crops():
         if c.identity_id is None or c.path is None:
             continue
-        rate = fps.get(c.camera)
-        crops.setdefault(c.identity_id, []).append(
-            CropView(
-                Path(c.path),
-                c.camera,
-                float(c.timestamp if c.timestamp is not None else 0.0),
-                c.frame / rate if rate else None,
-            )
-        )
-    return [
-        IdentityView(
-            id=i.id,
-            name=i.name,
-            first_seen=float(i.first_seen or 0.0),
-            last_seen=float(i.last_seen or 0.0),
-            sightings=i.sightings,
-            cameras=list(i.cameras),
-            crops=sorted(crops.get(i.id, []), key=lambda c: (c.camera, c.timestamp)),
-            intervals=sorted(intervals.get(i.id, []), key=lambda v: v.start),
-        )
-        for i in summaries
-    ]
+        crops.setdefault(c.identity_id, []).append(_crop_view(c, fps.get(c.camera)))
+    views = []
+    for i in summaries:
+        v = summary_view(i, sorted(crops.get(i.id, []), key=lambda c: (c.camera, c.timestamp)))
+        v.intervals = sorted(intervals.get(i.id, []), key=lambda v: v.start)
+        views.append(v)
+    return views
 
 
 def build_report(

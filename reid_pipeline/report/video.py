@@ -3,7 +3,13 @@
 Why a second pass over the input: a tracklet's identity is only final when the tracklet
 ends, so boxes are drawn after the run from the committed sightings, never guessed early.
 The annotator (drawing) is separate from the writer (decode, draw, encode) in the
-supervision style, so other outputs (live preview) can reuse ``annotate``.
+supervision style, so other outputs (the console's live tiles) reuse ``annotate``.
+
+The container follows the file name: ``.webm`` (what ``reid process`` writes) is VP8 in
+WebM, which browsers play and seek (the report's and the console's links into the video);
+OpenCV's bundled FFmpeg has no H.264 encoder, and the MPEG-4 Part 2 (``mp4v``) it writes
+for ``.mp4`` plays in desktop players only. ``.mp4``/``.avi`` stay available for tools that
+want them (``write_annotated_video(..., out_path="x.mp4")``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +65,26 @@ def annotate(image: np.ndarray, sightings: Iterable[Sighting]) -> np.ndarray:
     return image
 
 
+# file suffix -> OpenCV FourCC: VP8 is what Chromium and Firefox play from OpenCV's FFmpeg
+# (VP9 plays too but encodes ~2.5x slower here); mp4v/MJPG only for desktop players
+CODECS = {".webm": "VP80", ".mp4": "mp4v", ".avi": "MJPG", ".mkv": "VP80"}
+
+
+def video_writer(out: Path, fps: float, size: tuple[int, int]) -> Any:
+    """An opened ``cv2.VideoWriter`` for ``out``, its codec chosen by the suffix."""
+    import cv2
+
+    fourcc = CODECS.get(out.suffix.lower())
+    if fourcc is None:
+        raise OutputError(
+            f"annotated video {str(out)!r}: unknown container; use one of {sorted(CODECS)}"
+        )
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc), float(fps), size)
+    if not writer.isOpened():
+        raise OutputError(f"cannot write annotated video {str(out)!r}")
+    return writer
+
+
 def write_annotated_video(
     spec: str,
     camera: str,
@@ -65,7 +92,8 @@ def write_annotated_video(
     out_path: str | Path,
     fps: float | None = None,
 ) -> Path:
-    """Decode ``spec`` again, draw the camera's sightings, encode ``out_path`` (MP4)."""
+    """Decode ``spec`` again, draw the camera's sightings, encode ``out_path`` (the codec
+    follows its suffix: ``.webm`` VP8 for browsers, see ``CODECS``)."""
     import cv2
 
     from reid_pipeline.sources import open_source
@@ -77,11 +105,7 @@ def write_annotated_video(
     src = open_source(spec, camera, fps=fps)
     try:
         w, h = src.size
-        writer = cv2.VideoWriter(
-            str(out), cv2.VideoWriter.fourcc(*"mp4v"), float(src.fps), (int(w), int(h))
-        )
-        if not writer.isOpened():
-            raise OutputError(f"cannot write annotated video {str(out)!r}")
+        writer = video_writer(out, float(src.fps), (int(w), int(h)))
         try:
             for fr in progress(src, desc=f"video {camera}", total=src.frame_count, unit="frame"):
                 img = fr.image.copy()
