@@ -186,7 +186,8 @@ def test_model_saved_from_a_gpu_layout_exports_on_cpu(tmp_path: Path) -> None:
     on a GPU leaves it) exports and serves on the CPU."""
     model = small_model("tv_mobilenet_v2", seed=2).to(memory_format=torch.channels_last)
     ck = save_checkpoint(tmp_path / "gpu.pt", model, Config())
-    loaded = load_model(str(ck), ModelConfig(embed_dim=32, height=H, width=W), "cpu")
+    mcfg = ModelConfig(backbone="tv_mobilenet_v2", embed_dim=32, height=H, width=W)
+    loaded = load_model(str(ck), mcfg, "cpu")
     res = ox.export_model(loaded, tmp_path / "gpu.onnx")
     assert res.verification is not None and res.model_version == loaded.model_version
 

@@ -15,13 +15,13 @@ class ModelConfig:
     )
     # any name reid_pipeline.embed.backbones builds: torchvision (tv_mobilenet_v2, tv_resnet50, ...),
     # efficientnet_lite0..2, or torchreid's (osnet_x1_0, ...); the bundled default's
-    backbone: str = "tv_mobilenet_v2"
+    backbone: str = "osnet_x0_25"
     embed_dim: int = 512  # adapter output width
     activation: Literal["relu", "gelu", "identity", "tanh"] = "relu"
-    # training input (our checkpoints carry their own); the default's: Market-1501 crops
-    # are 64x128, so 128x64 is their own resolution at a quarter of 256x128's CPU time
-    height: int = 128
-    width: int = 64
+    # training input (our checkpoints carry their own); the default's: 256x128, the size
+    # its MSMT17 initialisation was trained at (OSNet x0.25 is light enough for it on a CPU)
+    height: int = 256
+    width: int = 128
     # backbone init before training: "" none, "imagenet" (torch cache, downloaded when online)
     # or a local weights file (torchvision/timm/torchreid state_dict); see reid_pipeline/embed/pretrained.py
     pretrained: str = ""
