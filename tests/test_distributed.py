@@ -472,6 +472,56 @@ def test_process_killed_mid_run_resumes_to_the_same_result(
     assert groups == reference["groups"]
 
 
+def test_two_process_runs_writing_one_postgresql_gallery_keep_it_consistent(
+    site: dict[str, Any], reference: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two ``reid process`` processes (not threads), two cameras each, writing one
+    PostgreSQL gallery at the same time: both finish, every tracklet and sighting is there
+    once, and each process keeps its own cameras' identities consistent. (They do not see
+    each other's new identities - that is what ``reid matcher`` is for - so a person seen
+    by both halves may be two identities: the count is at least the reference's.) No
+    identity is in two places of one camera at once."""
+    with pg_schema() as db:
+        procs = []
+        for k, cams in enumerate((CAMERAS[:2], CAMERAS[2:])):
+            o = {
+                **site_overrides(),
+                **worker_overrides(site, cams),
+                **STREAMING,
+                "output.out": str(tmp_path / f"run{k}"),
+                "gallery.db": db,
+                "gallery.crops_dir": str(tmp_path / "crops"),  # one crop store for one gallery
+            }
+            args = [str(site["videos"][c]) for c in cams]
+            for cam in cams:
+                args += ["--camera", cam]
+            cmd = reid_cmd("process", *args, *overrides_args(o))
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env=child_env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        for p in procs:
+            out, _ = p.communicate(timeout=TIMEOUT * 2)
+            assert p.returncode == 0, out[-3000:]
+        groups, counts = _groups(db)
+        assert _duplicates(db) == 0
+        assert counts["tracklets"] == reference["counts"]["tracklets"]
+        assert counts["sightings"] == reference["counts"]["sightings"]
+        assert all(st == "done" for _, st in _progress(db).values())
+        # the one-place rule: no identity in two places of one camera at the same time
+        with Gallery.open(db) as g:
+            spans = sorted(g.tracklet_spans(), key=lambda t: (t.identity_id, t.camera, t.start))
+        for x, y in zip(spans, spans[1:], strict=False):
+            if (x.identity_id, x.camera) == (y.identity_id, y.camera):
+                assert y.start > x.end, (x, y)
+        assert len(groups) >= len(reference["groups"])
+
+
 def _bad_messages(version: str) -> list[tuple[str, bytes]]:
     """(reason, message) pairs the matcher must refuse."""
     from reid_pipeline.distributed.wire import encode_batch

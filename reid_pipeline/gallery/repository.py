@@ -886,11 +886,17 @@ class Gallery:
         if self._crops_dir_recorded or self.crops_dir is None:
             return
         session.info["recorded_crops_dir"] = True
-        row = session.get(Meta, "crops_dir")
-        if row is None:
-            session.add(Meta(key="crops_dir", value=str(self.crops_dir)))
-        else:
-            row.value = str(self.crops_dir)
+        # an upsert: two processes starting on one new server gallery both record it
+        # (a get-then-add would let the second fail on the primary key)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        pg = session.get_bind().dialect.name == "postgresql"
+        stmt = (postgresql.insert(Meta) if pg else sqlite.insert(Meta)).values(
+            key="crops_dir", value=str(self.crops_dir)
+        )
+        session.execute(
+            stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value})
+        )
         self._crops_dir_recorded = True
 
     def warn_no_crops(self) -> None:
