@@ -526,6 +526,7 @@ def test_reid_serve_refuses_a_public_address_without_a_token(
 
     with Gallery.open(str(tmp_path / "reid.db")):
         pass
+    capsys.readouterr()  # the gallery's own log lines (when an earlier test set up logging)
     assert main(["serve", "--db", str(tmp_path / "reid.db"), "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: config key 'serve.host'") and "token" in err
