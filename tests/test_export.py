@@ -338,6 +338,7 @@ def test_onnxruntime_missing(
     assert "model.runtime" in msg and "onnxruntime is not installed" in msg and "\n" not in msg
     # auto's documented fallback: torch
     assert isinstance(ox.make_embedder(mcfg, model, _cpu()), Embedder)
+    capsys.readouterr()  # the fallback's log line (when an earlier test set up logging)
     # and through the CLI, one line
     rc = main(
         [
