@@ -1111,51 +1111,7 @@ class Gallery:
     def identities(self) -> list[IdentitySummary]:
         """Every identity with the cameras it was seen in, first/last seen and counts."""
         with self.read() as s:
-            idents = s.execute(select(Identity).order_by(Identity.id)).scalars().all()
-            per = s.execute(
-                select(
-                    Tracklet.identity_id,
-                    Camera.name,
-                    func.count(Tracklet.id),
-                    func.min(Tracklet.first_ts),
-                    func.max(Tracklet.last_ts),
-                )
-                .join(Camera, Camera.id == Tracklet.camera_id)
-                .where(Tracklet.identity_id.is_not(None))
-                .group_by(Tracklet.identity_id, Camera.name)
-            ).all()
-            counts = dict(
-                s.execute(
-                    select(Tracklet.identity_id, func.count(SightingRow.id))
-                    .join(SightingRow, SightingRow.tracklet_id == Tracklet.id)
-                    .where(Tracklet.identity_id.is_not(None))
-                    .group_by(Tracklet.identity_id)
-                ).all()
-            )
-        cams: dict[int, list[str]] = defaultdict(list)
-        ntr: dict[int, int] = defaultdict(int)
-        lo: dict[int, float] = {}
-        hi: dict[int, float] = {}
-        for iid_, cam, n, a, b in per:
-            iid = iid_ or 0  # never None: filtered in the query
-            cams[iid].append(cam)
-            ntr[iid] += n
-            lo[iid] = a if iid not in lo else min(lo[iid], a)
-            hi[iid] = b if iid not in hi else max(hi[iid], b)
-        return [
-            IdentitySummary(
-                id=i.id,
-                name=i.name,
-                flagged=bool(i.flagged),
-                cameras=sorted(cams.get(i.id, [])),
-                first_seen=lo.get(i.id, i.first_seen),
-                last_seen=hi.get(i.id, i.last_seen),
-                sightings=int(counts.get(i.id, 0)),
-                tracklets=ntr.get(i.id, 0),
-                created_at=i.created_at,
-            )
-            for i in idents
-        ]
+            return self._summaries(s, None)
 
     def sightings(
         self, camera: str | None = None, identity_id: int | None = None, chunk: int = 5000
@@ -1397,11 +1353,19 @@ class Gallery:
             summaries = self._summaries(s, page)
         return total, summaries
 
-    def _summaries(self, s: Session, ids: list[int]) -> list[IdentitySummary]:
-        """``IdentitySummary`` of each of ``ids`` that exists, in the order given."""
-        if not ids:
+    def _summaries(self, s: Session, ids: list[int] | None) -> list[IdentitySummary]:
+        """``IdentitySummary`` of each of ``ids`` that exists, in the order given; ``None``:
+        every identity, by id."""
+        if ids is not None and not ids:
             return []
-        rows = {i.id: i for i in s.scalars(select(Identity).where(Identity.id.in_(ids)))}
+        if ids is None:
+            found = list(s.scalars(select(Identity).order_by(Identity.id)))
+            ids = [i.id for i in found]
+            which = Tracklet.identity_id.is_not(None)
+        else:
+            found = list(s.scalars(select(Identity).where(Identity.id.in_(ids))))
+            which = Tracklet.identity_id.in_(ids)
+        rows = {i.id: i for i in found}
         per = s.execute(
             select(
                 Tracklet.identity_id,
@@ -1411,14 +1375,14 @@ class Gallery:
                 func.max(Tracklet.last_ts),
             )
             .join(Camera, Camera.id == Tracklet.camera_id)
-            .where(Tracklet.identity_id.in_(ids))
+            .where(which)
             .group_by(Tracklet.identity_id, Camera.name)
         ).all()
         counts = dict(
             s.execute(
                 select(Tracklet.identity_id, func.count(SightingRow.id))
                 .join(SightingRow, SightingRow.tracklet_id == Tracklet.id)
-                .where(Tracklet.identity_id.in_(ids))
+                .where(which)
                 .group_by(Tracklet.identity_id)
             ).all()
         )
