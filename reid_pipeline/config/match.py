@@ -26,6 +26,12 @@ class MatchConfig:
     # large galleries: rank identities by the tracklet's mean embedding first, score crops
     # only against the best this many (0: always score every identity crop by crop)
     prefilter: int = 256
+    # relative gate: a tracklet joins an identity only if their crops are at most this many
+    # times farther apart (the classifier's distance w.|q - g|) than the crops of each are
+    # from one another, the footage's own scale of "one person". PETS09 1-400: genuine
+    # track pairs 1.02-1.28, the indoor clip's six strangers 1.73-3.95 (docs/benchmarks.md,
+    # issue 12). 0 turns it off
+    relative_max: float = 1.5
     # re-linking: a tracklet that starts within relink_s seconds after another one of the same
     # camera ended, where that one's feet were (within relink_dist box heights, plus
     # relink_speed heights per second of gap), and whose crops agree with it at probability
@@ -65,6 +71,11 @@ class MatchConfig:
         )
         check(
             self.footage_pairs >= 1, f"{p}.footage_pairs", f"must be >= 1, got {self.footage_pairs}"
+        )
+        check(
+            self.relative_max == 0 or self.relative_max >= 1.0,
+            f"{p}.relative_max",
+            f"must be 0 (off) or >= 1 (a ratio of distances), got {self.relative_max}",
         )
         check(self.relink_s >= 0, f"{p}.relink_s", f"must be >= 0 (0: off), got {self.relink_s}")
         check(self.relink_dist >= 0, f"{p}.relink_dist", f"must be >= 0, got {self.relink_dist}")

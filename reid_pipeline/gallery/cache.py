@@ -68,6 +68,10 @@ class Occupancy:
                 return True
         return False
 
+    def cameras(self, identity_id: int) -> set[str]:
+        """The cameras ``identity_id``'s assigned tracklets were seen in."""
+        return {self._by_tracklet[t].camera for t in self._by_identity.get(identity_id, ())}
+
     def __len__(self) -> int:
         return len(self._by_tracklet)
 

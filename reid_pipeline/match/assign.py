@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # (Nq,D),(Ng,D) -> probs
+# (Nq,D),(Ng,D) -> the pair classifier's distances w.|q - g| (its score is b - distance)
+DistanceFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass
@@ -146,10 +148,20 @@ def _continues(
 class IdentityMatcher:
     """Scores tracklets against the gallery (through the exemplar cache) and assigns them."""
 
-    def __init__(self, score_fn: ScoreFn, cache: ExemplarCache, cfg: MatchConfig) -> None:
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        cache: ExemplarCache,
+        cfg: MatchConfig,
+        distance_fn: DistanceFn | None = None,
+    ) -> None:
         self.score_fn = score_fn
         self.cache = cache
         self.cfg = cfg
+        # the relative gate (match.relative_max) needs the classifier's distances; without
+        # them (a bare probability function, e.g. in tests) it is off
+        self.distance_fn = distance_fn
+        self.relative_held = 0  # matches the relative gate refused (diagnostics)
         # ends of recently committed tracklets, per camera (re-linking; bounded by relink_s)
         self._ends: dict[str, list[_End]] = {}
         # probabilities of tracklet pairs the footage proves to be two people (one camera,
@@ -208,6 +220,96 @@ class IdentityMatcher:
                 a, b = queries[i], queries[j]
                 if _overlap(a, b) and _n(a.embeddings) and _n(b.embeddings):
                     self._impostors.append(self._agreement(a.embeddings, b.embeddings, 0.0))
+
+    # ------------------------------------------------------------------ relative gate
+    @property
+    def _relative_on(self) -> bool:
+        return self.distance_fn is not None and float(self.cfg.relative_max) > 0
+
+    def _within(self, rows: torch.Tensor) -> float | None:
+        """Mean classifier distance between two different rows of one set (None: < 2)."""
+        n = int(rows.shape[0])
+        if n < 2 or self.distance_fn is None:
+            return None
+        d = self.distance_fn(rows, rows).float()
+        return float((d.sum() - d.diagonal().sum()) / (n * (n - 1)))
+
+    def _relative(
+        self,
+        q_rows: torch.Tensor,
+        g_rows: torch.Tensor,
+        w_q: float | None,
+        w_g: float | None,
+    ) -> float:
+        """The relative distance of two sets of embeddings: their mean cross distance over
+        the geometric mean of how far each set's own rows are from one another (``w_q``,
+        ``w_g``: ``_within`` of each; 0.0, which always passes, when neither is known).
+
+        The footage proves that the crops of one tracklet are one person: their distances
+        are this camera's scale of "the same person" (large sharp crops: small; small
+        blurred ones: large). Two strangers who pass one at a time can score above
+        ``match.threshold`` (the calibration is Market-1501's) and still be several times
+        farther apart than either is from himself."""
+        assert self.distance_fn is not None
+        ref = [w for w in (w_q, w_g) if w is not None and w > 0]
+        if not ref:
+            return 0.0
+        cross = float(self.distance_fn(q_rows, g_rows).float().mean())
+        return cross / float(np.prod(ref)) ** (1.0 / len(ref))
+
+    def _relative_gate(
+        self,
+        queries: Sequence[MatchQuery],
+        idents: list[int],
+        cand: np.ndarray,
+        g_vecs: torch.Tensor,
+        g_ids: torch.Tensor,
+        forced: dict[int, tuple[int, float]],
+        pending: Changes | None,
+    ) -> None:
+        """Drop the candidates (b, k) of ``cand`` whose relative distance passes
+        ``match.relative_max`` (a re-linked continuation in ``forced`` is kept).
+
+        Only within one camera: the scale is a camera's. An identity also seen by another
+        camera is judged by the probability alone - the same person across two cameras
+        changes more than within one track, and that change is what the classifier was
+        trained on (Market-1501's six cameras)."""
+        if not self._relative_on:
+            return
+        limit = float(self.cfg.relative_max)
+        w_q: dict[int, float | None] = {}
+        w_g: dict[int, float | None] = {}
+        cams: dict[int, set[str]] = {}
+        for b, k in zip(*np.nonzero(cand)):
+            b, k = int(b), int(k)
+            iid = idents[k]
+            if b in forced and forced[b][0] == iid:
+                continue
+            if iid not in cams:
+                cams[iid] = self.cache.occupancy.cameras(iid) | {
+                    iv.camera
+                    for iv in (pending.intervals_added if pending is not None else ())
+                    if iv.identity_id == iid
+                }
+            if cams[iid] - {queries[b].camera}:
+                continue  # seen by another camera too
+            q_rows = self._to_device(queries[b].embeddings)
+            g_rows = g_vecs[g_ids == iid]
+            if b not in w_q:
+                w_q[b] = self._within(q_rows)
+            if k not in w_g:
+                w_g[k] = self._within(g_rows)
+            r = self._relative(q_rows, g_rows, w_q[b], w_g[k])
+            if r > limit:
+                cand[b, k] = False
+                self.relative_held += 1
+                log.debug(
+                    "relative gate: %s not identity %d (relative distance %.2f > %.2f)",
+                    queries[b].key,
+                    iid,
+                    r,
+                    limit,
+                )
 
     # ------------------------------------------------------------------ scoring
     def _to_device(self, x: Any) -> torch.Tensor:
@@ -360,6 +462,9 @@ class IdentityMatcher:
         assert q_rows is not None and q_owner is not None
         best = self._best_per_owner(q_rows, g_rows, g_owner, len(sub)).cpu().numpy()
         owner = q_owner.cpu().numpy()
+        relative = self._relative_on
+        rows_of = [self._to_device(q.embeddings) for q in sub] if relative else []
+        w_of = [self._within(r) for r in rows_of]
         for j, i in enumerate(left):
             mine = best[owner == j]
             best_g, best_p = -1, thr
@@ -367,6 +472,19 @@ class IdentityMatcher:
                 if any(conflict[i, left[m]] for m in members):
                     continue
                 p = float(mine[:, members].max(axis=1).mean())
+                if (
+                    relative
+                    and p >= best_p
+                    and all(sub[m].camera == sub[j].camera for m in members)
+                ):
+                    import torch
+
+                    g_rows = torch.cat([rows_of[m] for m in members])
+                    w_g = w_of[members[0]] if len(members) == 1 else self._within(g_rows)
+                    r = self._relative(rows_of[j], g_rows, w_of[j], w_g)
+                    if r > float(self.cfg.relative_max):
+                        self.relative_held += 1
+                        continue
                 if p > best_p or (best_g < 0 and p >= best_p):
                     best_g, best_p = gno, p
             if best_g >= 0:
@@ -569,9 +687,11 @@ class IdentityMatcher:
 
         n = len(queries)
         thr = self.threshold
-        s, idents = self._scores(queries, *self._gallery(pending))
+        g_vecs, g_ids = self._gallery(pending)
+        s, idents = self._scores(queries, g_vecs, g_ids)
         has_emb = [bool(_n(q.embeddings)) for q in queries]
         cand = s >= thr
+        self._relative_gate(queries, idents, cand, g_vecs, g_ids, forced, pending)
         # a chain that continues a committed tracklet of iid: iid is a candidate, and keeps
         # it before any look-alike (a bonus of 1 outranks any probability)
         col = {iid: k for k, iid in enumerate(idents)}

@@ -83,7 +83,21 @@ def build_matcher(
     from reid_pipeline.match.assign import IdentityMatcher
 
     cache = ExemplarCache(gallery, model.model_version, device=device)
-    return cache, IdentityMatcher(model.pair_probability, cache, cfg.match)
+    return cache, IdentityMatcher(model.pair_probability, cache, cfg.match, pair_distance(model))
+
+
+def pair_distance(model: Any) -> Any:
+    """The pair classifier's distance ``w.|q - g|`` (its score is ``b - distance``) for the
+    matcher's relative gate; None for a model without a dichotomy classifier."""
+    if not hasattr(model, "pair_scores") or not hasattr(model, "b"):
+        return None
+    bias = model.b
+    b = float(bias.detach() if hasattr(bias, "detach") else bias)
+
+    def distance(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return b - model.pair_scores(q, g).float()
+
+    return distance
 
 
 @dataclass(frozen=True)
