@@ -15,6 +15,7 @@ from reid_pipeline.detect import ssd as ssd_mod
 from reid_pipeline.detect.hog import HogDetector
 from reid_pipeline.detect.ssd import (
     SsdDetector,
+    join_seams,
     merge_views,
     parse_output,
     parse_tiles,
@@ -279,3 +280,94 @@ def test_ssd_config_keys_parse():
     assert cfg.kind == "ssd" and parse_tiles(cfg.ssd_tiles) == (3, 2) and cfg.ssd_size == 320
     with pytest.raises(ConfigError, match="detector.ssd_tiles"):
         parse_tiles("3")
+
+
+def test_merge_views_joins_a_person_cut_in_two_by_the_tile_seam():
+    # the indoor clip (768x432, 2x1 tiles, overlap 0.2): tiles x 0..427 and 341..768; a man
+    # 180 px wide walks across the 86 px overlap and each tile sees a cut half of him
+    views = tile_windows(768, 432, 2, 1, 0.2, False)
+    assert views == [(0, 0, 427, 432), (341, 0, 768, 432)]
+
+    def rel(view, box):
+        x0, y0, x1, y1 = view
+        return [
+            (box[0] - x0) / (x1 - x0),
+            (box[1] - y0) / (y1 - y0),
+            (box[2] - x0) / (x1 - x0),
+            (box[3] - y0) / (y1 - y0),
+        ]
+
+    left_half = [294.6, 76.8, 425.6, 426.1]  # ends at the left tile's right edge
+    right_half = [341.0, 74.3, 474.0, 432.0]  # starts at the right tile's left edge
+    per_view = [
+        (np.array([rel(views[0], left_half)], np.float32), np.array([0.89], np.float32)),
+        (np.array([rel(views[1], right_half)], np.float32), np.array([0.72], np.float32)),
+    ]
+    d = merge_views(views, per_view, 768, 432, 0.5, 0.1)
+    assert len(d) == 1
+    assert d.boxes[0].tolist() == pytest.approx([294.6, 74.3, 474.0, 432.0], abs=0.05)
+    assert d.scores.tolist() == pytest.approx([0.89])
+
+    # two people side by side at the seam, each whole in one tile: not joined
+    a, b = [250.0, 60.0, 340.0, 400.0], [345.0, 70.0, 440.0, 420.0]
+    per_view = [
+        (np.array([rel(views[0], a)], np.float32), np.array([0.9], np.float32)),
+        (np.array([rel(views[1], b)], np.float32), np.array([0.8], np.float32)),
+    ]
+    assert len(merge_views(views, per_view, 768, 432, 0.5, 0.1)) == 2
+
+    # a cut half of a short person (legs) beside a tall one: the heights disagree, no join
+    legs = [300.0, 300.0, 426.5, 430.0]
+    tall = [341.0, 40.0, 470.0, 430.0]
+    per_view = [
+        (np.array([rel(views[0], legs)], np.float32), np.array([0.6], np.float32)),
+        (np.array([rel(views[1], tall)], np.float32), np.array([0.9], np.float32)),
+    ]
+    assert len(merge_views(views, per_view, 768, 432, 0.5, 0.1)) == 2
+
+    # boxes at the frame's own edges are not cut: two overlapping people in one tile stay two
+    p, q = [0.0, 50.0, 120.0, 400.0], [60.0, 60.0, 200.0, 410.0]
+    per_view = [
+        (
+            np.array([rel(views[0], p), rel(views[0], q)], np.float32),
+            np.array([0.9, 0.8], np.float32),
+        ),
+        (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)),
+    ]
+    assert len(merge_views(views, per_view, 768, 432, 0.5, 0.1)) == 2
+
+
+def test_join_seams_never_joins_a_cut_box_to_another_persons_whole_box():
+    # PETS-sized people (20 px wide) in 480x360 tiles 0..267 and 213..480: a person
+    # straddling x=267 is cut in the left tile and whole in the right one; a second person
+    # walks next to him, whole in the right tile, overlapping the cut box's extent
+    cut_person = np.array([[250.0, 100.0, 267.0, 150.0]], np.float32)
+    whole_same = np.array([[250.0, 100.0, 272.0, 150.0]], np.float32)
+    whole_other = np.array([[262.0, 98.0, 284.0, 151.0]], np.float32)
+    boxes = np.concatenate([cut_person, whole_same, whole_other])
+    scores = np.array([0.6, 0.8, 0.7], np.float32)
+    cut = np.zeros((3, 4), bool)
+    cut[0, 2] = True  # only the left tile's box is cut (on its right side)
+    b, s = join_seams(boxes, scores, cut)
+    assert len(b) == 3  # nothing joined: containment (in merge_views) drops the cut copy
+    views = [(0, 0, 267, 360), (213, 0, 480, 360)]
+    per_view = [
+        (
+            np.array([[250 / 267, 100 / 360, 1.0, 150 / 360]], np.float32),
+            np.array([0.6], np.float32),
+        ),
+        (
+            np.array(
+                [
+                    [(250 - 213) / 267, 100 / 360, (272 - 213) / 267, 150 / 360],
+                    [(262 - 213) / 267, 98 / 360, (284 - 213) / 267, 151 / 360],
+                ],
+                np.float32,
+            ),
+            np.array([0.8, 0.7], np.float32),
+        ),
+    ]
+    d = merge_views(views, per_view, 480, 360, 0.5, 0.1)
+    assert len(d) == 2  # the two people, not a box around both
+    assert d.boxes[:, 2].max() - d.boxes[:, 0].min() > 30
+    assert all(bx[2] - bx[0] < 30 for bx in d.boxes)

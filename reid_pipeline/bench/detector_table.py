@@ -38,20 +38,10 @@ from reid_pipeline.config import DetectorConfig
 from reid_pipeline.detect.base import Detector
 from reid_pipeline.detect.hog import HogDetector
 from reid_pipeline.detect.ssd import SsdDetector, merge_views, parse_output, tile_windows
+from reid_pipeline.detect.ssd_ort import box_iou
 from reid_pipeline.types import Detections
 
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+iou_matrix = box_iou  # xyxy IoU matrix (len(a), len(b))
 
 
 def load_boxes(path: str, scale: float) -> tuple[dict, dict]:
@@ -152,6 +142,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="cv2.setNumThreads (0: OpenCV's)")
     ap.add_argument("--no-hog", action="store_true")
     ap.add_argument(
+        "--ssd-runtime",
+        default="auto",
+        choices=["auto", "opencv", "onnxruntime"],
+        help="detector.ssd_runtime of every SSD row (auto: onnxruntime when importable)",
+    )
+    ap.add_argument(
         "--speed-only",
         type=int,
         default=0,
@@ -212,13 +208,16 @@ def main() -> None:
                 conf=0.1,
                 iou=0.5,
                 batch=16,
+                ssd_runtime=a.ssd_runtime,
             )
         )
         v, o, dt = run_views(det, images, 1, 1, 0.0, True, min(thrs))
         full_runs[size] = (v, o, dt)
         ssd_rows("whole frame", size, [(v, o)], dt)
     det = SsdDetector(
-        SimpleNamespace(ssd_size=300, ssd_conf=min(thrs), conf=0.1, iou=0.5, batch=16)
+        SimpleNamespace(
+            ssd_size=300, ssd_conf=min(thrs), conf=0.1, iou=0.5, batch=16, ssd_runtime=a.ssd_runtime
+        )
     )
     for spec in (s for s in a.tilings.split(",") if s):
         c, r_ = (int(x) for x in spec.split("x"))
@@ -252,13 +251,27 @@ def speed_table(images: list[np.ndarray], a: argparse.Namespace) -> None:
     shared CPU hits every detector alike."""
     dets: dict[str, Detector] = {"HOG (defaults)": HogDetector(DetectorConfig(kind="hog"))}
     for size in (int(s) for s in a.sizes.split(",") if s):
-        dets[f"SSD {size}, whole frame"] = SsdDetector(DetectorConfig(kind="ssd", ssd_size=size))
+        dets[f"SSD {size}, whole frame"] = SsdDetector(
+            DetectorConfig(kind="ssd", ssd_size=size, ssd_runtime=a.ssd_runtime)
+        )
     for spec in (s for s in a.tilings.split(",") if s):
         dets[f"SSD 300, {spec} tiles"] = SsdDetector(
-            DetectorConfig(kind="ssd", ssd_tiles=spec, ssd_full=False, ssd_overlap=a.overlap)
+            DetectorConfig(
+                kind="ssd",
+                ssd_tiles=spec,
+                ssd_full=False,
+                ssd_overlap=a.overlap,
+                ssd_runtime=a.ssd_runtime,
+            )
         )
         dets[f"SSD 300, whole frame + {spec} tiles"] = SsdDetector(
-            DetectorConfig(kind="ssd", ssd_tiles=spec, ssd_full=True, ssd_overlap=a.overlap)
+            DetectorConfig(
+                kind="ssd",
+                ssd_tiles=spec,
+                ssd_full=True,
+                ssd_overlap=a.overlap,
+                ssd_runtime=a.ssd_runtime,
+            )
         )
     spent = dict.fromkeys(dets, 0.0)
     for d in dets.values():  # warm-up

