@@ -40,6 +40,14 @@ def auc(gen: np.ndarray, imp: np.ndarray) -> float:
     return float((g > i).mean() + 0.5 * (g == i).mean())
 
 
+def quant(x: np.ndarray) -> dict[int, float]:
+    """The 0/10/50/90/100 % quantiles, rounded, for printing."""
+    return {k: round(float(v), 3) for k, v in zip(QS, np.percentile(x, QS))}
+
+
+QS = [0, 10, 50, 90, 100]
+
+
 def read_spans(path: str) -> list[tuple[str, float, float]]:
     """``person,first_s,last_s`` lines (``#`` comments): who was in view when, for footage
     without box ground truth (people who pass one at a time)."""
@@ -140,7 +148,10 @@ def main() -> None:
         ]
 
         def dist(
-            x: torch.Tensor, y: torch.Tensor, m: ReIDModel = model, b: float = float(model.b)
+            x: torch.Tensor,
+            y: torch.Tensor,
+            m: ReIDModel = model,
+            b: float = float(model.b.detach()),
         ) -> torch.Tensor:
             # the classifier's weighted L1 distance w.|x - y| (score = b - distance)
             return b - m.pair_scores(x, y).float()
@@ -192,34 +203,33 @@ def main() -> None:
         cg = sim[iu][same_track & far]
         ci = sim[iu][lab[iu[0]] != lab[iu[1]]]
         print(
+            f"== {ck} ({model.model_version}): {len(g)} genuine, {len(im)} impostor track "
+            f"pairs; AUC probability {auc(g, im):.3f}, cosine of mean embeddings "
+            f"{auc(np.array(gen_cos), np.array(imp_cos)):.3f}; most alike strangers "
+            f"{worst[1]} at p {worst[0]:.3f}"
+        )
+        gr, ir = np.array(gen_rel), np.array(imp_rel)
+        print(
             f"   crops: {len(cg)} same-track pairs >= {a.apart} frames apart vs {len(ci)} "
             f"stranger pairs: cosine AUC {auc(cg, ci):.3f}; strangers above the "
             f"5th percentile of same-track cosine: "
             f"{float((ci > np.percentile(cg, 5)).mean()) if len(cg) else float('nan'):.3f}"
         )
         print(
-            f"== {ck} ({model.model_version}): {len(g)} genuine, {len(im)} impostor track "
-            f"pairs; AUC probability {auc(g, im):.3f}, cosine of mean embeddings "
-            f"{auc(np.array(gen_cos), np.array(imp_cos)):.3f}; most alike strangers "
-            f"{worst[1]} at p {worst[0]:.3f}"
-        )
-        q = [0, 10, 50, 90, 100]
-        gr, ir = np.array(gen_rel), np.array(imp_rel)
-        print(
             f"   self-relative crop cosine: AUC {auc(gr, ir):.3f}; genuine "
-            f"{dict(zip(q, np.percentile(gr, q).round(3))) if len(gr) else '-'}; impostor "
-            f"{dict(zip(q, np.percentile(ir, q).round(3))) if len(ir) else '-'}"
+            f"{quant(gr) if len(gr) else '-'}; impostor "
+            f"{quant(ir) if len(ir) else '-'}"
         )
         gd, idd = np.array(gen_d), np.array(imp_d)
         print(
             f"   self-relative classifier distance: AUC {auc(-gd, -idd):.3f}; genuine "
-            f"{dict(zip(q, np.percentile(gd, q).round(3))) if len(gd) else '-'}; impostor "
-            f"{dict(zip(q, np.percentile(idd, q).round(3))) if len(idd) else '-'}"
+            f"{quant(gd) if len(gd) else '-'}; impostor "
+            f"{quant(idd) if len(idd) else '-'}"
         )
         if len(g):
-            print("genuine  p quantiles", dict(zip(q, np.percentile(g, q).round(3))))
+            print("genuine  p quantiles", quant(g))
         if len(im):
-            print("impostor p quantiles", dict(zip(q, np.percentile(im, q).round(3))))
+            print("impostor p quantiles", quant(im))
         print("threshold | impostor pairs over it | genuine pairs under it")
         for t in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
             print(f"{t:9.2f} | {int((im >= t).sum()):6d} | {int((g < t).sum()):6d}")

@@ -29,7 +29,7 @@ class MatchConfig:
     # relative gate: a tracklet joins an identity only if their crops are at most this many
     # times farther apart (the classifier's distance w.|q - g|) than the crops of each are
     # from one another, the footage's own scale of "one person". PETS09 1-400: genuine
-    # track pairs 1.02-1.28, the indoor clip's six strangers 1.73-3.95 (docs/benchmarks.md,
+    # track pairs 1.01-1.15, the indoor clip's six strangers 1.71-3.93 (docs/benchmarks.md,
     # issue 12). 0 turns it off
     relative_max: float = 1.5
     # re-linking: a tracklet that starts within relink_s seconds after another one of the same
