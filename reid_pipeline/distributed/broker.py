@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,9 +98,12 @@ async def _quiet(_e: Exception) -> None:
     return None
 
 
-async def connect(d: DistributedConfig, name: str) -> Any:
+async def connect(
+    d: DistributedConfig, name: str, reconnected: Callable[[], None] | None = None
+) -> Any:
     """A connection that reconnects for ever once made (a broker restart is survived);
-    an unreachable broker at the start is one ``BrokerError`` naming it (redacted)."""
+    an unreachable broker at the start is one ``BrokerError`` naming it (redacted).
+    ``reconnected`` is called after each reconnection."""
     import nats
 
     shown = redact_url(d.broker)
@@ -139,6 +143,8 @@ async def connect(d: DistributedConfig, name: str) -> Any:
 
     async def on_reconnect() -> None:
         log.warning("broker %s: reconnected", shown)
+        if reconnected is not None:
+            reconnected()
 
     nc = await nats.connect(
         d.broker,

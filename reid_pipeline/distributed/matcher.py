@@ -190,21 +190,42 @@ class MatcherService:
         from nats.js import api
 
         self.known = await self._in_db(self.gallery.identity_ids)
-        self.nc, self.js = await connect(self.d, "reid-matcher")
+        again = asyncio.Event()  # set on each reconnection: bind the consumer again
+        self.nc, self.js = await connect(self.d, "reid-matcher", again.set)
         try:
             await ensure_streams(self.js, self.d)
             self._obs = await crops_store(self.js, self.d)
-            psub = await self.js.pull_subscribe(
-                self.names.all_tracklets,
-                durable=self.names.consumer,
-                stream=self.names.stream,
-                config=api.ConsumerConfig(
-                    ack_policy=api.AckPolicy.EXPLICIT,
-                    ack_wait=self.d.ack_wait_s,
-                    max_deliver=-1,
-                    max_ack_pending=max(1000, 4 * self.d.fetch_batch),
-                ),
-            )
+
+            async def subscribe() -> Any:
+                return await self.js.pull_subscribe(
+                    self.names.all_tracklets,
+                    durable=self.names.consumer,
+                    stream=self.names.stream,
+                    config=api.ConsumerConfig(
+                        ack_policy=api.AckPolicy.EXPLICIT,
+                        ack_wait=self.d.ack_wait_s,
+                        max_deliver=-1,
+                        max_ack_pending=max(1000, 4 * self.d.fetch_batch),
+                    ),
+                )
+
+            psub = await subscribe()
+
+            async def resubscribe(old: Any, why: str) -> Any:
+                # a broker restarted before its file store was synced may have lost the
+                # durable consumer (or the stream); fetches would then time out or fail
+                # for ever. Make them again: a consumer made anew redelivers from the
+                # stream's start, and tracklets already in the gallery are skipped
+                try:
+                    await ensure_streams(self.js, self.d)
+                    sub = await subscribe()
+                except Exception as e:  # noqa: BLE001 - retried on the next round
+                    log.debug("subscribing again failed: %s", e)
+                    return old
+                await _quietly(old.unsubscribe())
+                log.info("matcher: bound to consumer %s again (%s)", self.names.consumer, why)
+                return sub
+
             await self.nc.subscribe(self.names.begin, cb=self._on_begin)
             await self.nc.subscribe(self.names.stats, cb=self._on_stats)
             log.info(
@@ -220,6 +241,9 @@ class MatcherService:
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.d.status_every_s
                     log.info("matcher: %s", self.stats.describe())
+                if again.is_set() and self.nc.is_connected:
+                    again.clear()
+                    psub = await resubscribe(psub, "the broker reconnected")
                 try:
                     msgs = await psub.fetch(self.d.fetch_batch, timeout=self.d.fetch_wait_s)
                 except (NatsTimeout, asyncio.TimeoutError):
@@ -227,6 +251,8 @@ class MatcherService:
                 except Exception as e:  # noqa: BLE001 - a dead connection: retried
                     log.debug("fetch failed: %s", e)
                     await asyncio.sleep(0.5)
+                    if self.nc.is_connected:
+                        psub = await resubscribe(psub, f"a fetch failed: {type(e).__name__}")
                     continue
                 if msgs:
                     await self.handle(msgs)
