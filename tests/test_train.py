@@ -279,6 +279,46 @@ def test_frozen_backbone_from_a_zoo_checkpoint(data_root: Path, tmp_path: Path) 
     assert not torch.equal(sd["adapter.0.weight"], ReIDModel(ARCH, 12, 32).adapter[0].weight)
 
 
+def test_frozen_embedding_trains_the_classifier_only(data_root: Path, tmp_path: Path) -> None:
+    """train.freeze_embedding keeps init's backbone AND adapter (weights and BN statistics)
+    and trains w and b alone, starting from init's classifier."""
+    first = tmp_path / "first"
+    Trainer(tiny_cfg(data_root, first, **{"train.epochs": 1}), "cpu").fit()
+    init = torch.load(first / "last.pt", weights_only=True)["state_dict"]
+    cfg = tiny_cfg(
+        data_root,
+        tmp_path / "head",
+        **{
+            "train.init": str(first / "last.pt"),
+            "train.freeze_embedding": True,
+            "train.lambda_ce": 0.0,
+            "train.lambda_triplet": 0.0,
+            "train.epochs": 2,
+            "train.lr": 0.05,
+        },
+    )
+    Trainer(cfg, "cpu").fit()
+    sd = torch.load(tmp_path / "head" / "last.pt", weights_only=True)["state_dict"]
+    for k, v in init.items():
+        if k.startswith(("backbone.", "adapter.")):
+            assert torch.equal(sd[k], v), k
+    assert not torch.equal(sd["w"], init["w"]) or not torch.equal(sd["b"], init["b"])
+    assert float(sd["w"].min()) >= 0 and float(sd["w"].norm()) <= 1.0 + 1e-5
+
+    with pytest.raises(ConfigError, match="freeze_embedding.*needs train.init"):
+        tiny_cfg(data_root, tmp_path / "x", **{"train.freeze_embedding": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torchreid.reid import models
+    zoo_path = tmp_path / "zoo.pth"
+    torch.save(models.build_model(ARCH, num_classes=11, pretrained=False).state_dict(), zoo_path)
+    zoo_cfg = tiny_cfg(
+        data_root, tmp_path / "z", **{"train.init": str(zoo_path), "train.freeze_embedding": True}
+    )
+    with pytest.raises(ConfigError, match="not one of our checkpoints"):
+        Trainer(zoo_cfg, "cpu").fit()
+
+
 # ------------------------------------------------------------------ bad inputs
 
 

@@ -28,6 +28,12 @@ class TrainConfig:
     w_max_norm: float = 1.0  # L2 bound on the classifier weights
     w_penalty: float = 1e-2
     freeze_backbone: bool = False
+    # train only the pair classifier (w, b; its calibration is fitted after as always) on the
+    # embedding of `init`, one of our checkpoints: its backbone AND adapter are loaded and
+    # kept as they are. For an embedding that changed without its classifier (a weight-space
+    # ensemble, reid_pipeline/bench/wise_ft.py). Set lambda_ce/triplet/rsk to 0: only the
+    # hinge reaches w and b
+    freeze_embedding: bool = False
     amp: Literal["bf16", "fp16", "off"] = "bf16"
     channels_last: bool = True
     eval_every: int = 10
@@ -57,6 +63,16 @@ class TrainConfig:
 
     def validate(self, p: str) -> None:
         check(self.epochs >= 1, f"{p}.epochs", "must be >= 1")
+        check(
+            not self.freeze_embedding or bool(self.init),
+            f"{p}.freeze_embedding",
+            "needs train.init: the checkpoint whose embedding is kept",
+        )
+        check(
+            not self.freeze_embedding or self.lambda_hinge > 0,
+            f"{p}.freeze_embedding",
+            "trains w and b through the hinge alone: train.lambda_hinge must be > 0",
+        )
         check(self.p >= 2, f"{p}.p", f"needs at least 2 identities per batch, got {self.p}")
         check(self.k >= 2, f"{p}.k", f"needs at least 2 images per identity, got {self.k}")
         check(self.lr > 0, f"{p}.lr", "must be > 0")

@@ -36,7 +36,7 @@ from reid_pipeline.embed.model import (
     read_checkpoint,
     save_checkpoint,
 )
-from reid_pipeline.errors import CheckpointError, InputError
+from reid_pipeline.errors import CheckpointError, ConfigError, InputError
 from reid_pipeline.train.augment import augment_batch
 from reid_pipeline.train.losses import (
     batch_hard_triplet,
@@ -229,13 +229,32 @@ class Trainer:
             if is_checkpoint(self.t.init):
                 src = load_model(self.t.init, m, "cpu")
                 model.backbone.load_state_dict(src.backbone.state_dict())
-                log.info("backbone initialised from %s", self.t.init)
+                if self.t.freeze_embedding:
+                    model.adapter.load_state_dict(src.adapter.state_dict())
+                    with torch.no_grad():  # start from its classifier, not a uniform w
+                        model.w.copy_(src.w.detach().float())
+                        model.b.copy_(src.b.detach().float())
+                log.info(
+                    "%s initialised from %s",
+                    "embedding (backbone, adapter) and classifier"
+                    if self.t.freeze_embedding
+                    else "backbone",
+                    self.t.init,
+                )
+            elif self.t.freeze_embedding:
+                raise ConfigError(
+                    f"train.freeze_embedding: train.init {self.t.init!r} is not one of our "
+                    "checkpoints (a zoo or ImageNet file has no adapter to keep)"
+                )
             else:  # a zoo or ImageNet weights file: matched by name, or by position
                 from reid_pipeline.embed.pretrained import init_backbone
 
                 init_backbone(model.backbone, m.backbone, self.t.init)
-        if self.t.freeze_backbone:
+        if self.t.freeze_backbone or self.t.freeze_embedding:
             for prm in model.backbone.parameters():
+                prm.requires_grad_(False)
+        if self.t.freeze_embedding:
+            for prm in [*model.adapter.parameters(), *model.head.parameters()]:
                 prm.requires_grad_(False)
         model.to(self.device)
         if self.cuda and self.t.channels_last:
@@ -446,8 +465,10 @@ class Trainer:
         for epoch in range(start, t.epochs):
             torch.manual_seed(t.seed * 100_003 + epoch)
             model.train()
-            if t.freeze_backbone:
+            if t.freeze_backbone or t.freeze_embedding:
                 model.backbone.eval()  # frozen features: keep BN statistics too
+            if t.freeze_embedding:
+                model.adapter.eval()
             sums: dict[str, float] = defaultdict(float)
             n_img, te = 0, time.time()
             batches = sampler.batches(epoch)
@@ -479,8 +500,8 @@ class Trainer:
                 "epoch": epoch + 1,
                 "lr": opt.param_groups[0]["lr"],
                 **{k: v / max(1, len(batches)) for k, v in sums.items()},
-                "w_norm": float(model.w.norm()),
-                "b": float(model.b),
+                "w_norm": float(model.w.detach().norm()),
+                "b": float(model.b.detach()),
                 "img_per_s": n_img / max(dt, 1e-9),
                 "epoch_s": dt,
             }
