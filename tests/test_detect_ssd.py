@@ -100,6 +100,39 @@ def test_ssd_tiles_find_the_same_person_once(ssd, monkeypatch):
     assert len(strong) == 1 and iou(strong[0], gt) > 0.5, d.boxes
 
 
+@needs_package
+def test_tiles_per_camera(ssd, monkeypatch):
+    """detector.ssd_camera_tiles: a named camera's frames are seen in its own views, the
+    others in ssd_tiles'; a camera the run does not have is a one-line error."""
+    person, gt = drawn_person_frame()
+    monkeypatch.setattr(ssd_mod, "load_net", lambda pb, txt: ssd.net)
+    cfg = DetectorConfig(kind="ssd", ssd_tiles="2x1", ssd_camera_tiles="lobby=1x1")
+    det = SsdDetector(cfg, cameras=["lobby", "street"])
+    seen: list[int] = []
+    real = det.forward
+
+    def counting(views):
+        seen.append(len(views))
+        return real(views)
+
+    monkeypatch.setattr(det, "forward", counting)
+    lobby, street = Frame("lobby", 0, 0.0, person), Frame("street", 0, 0.0, person)
+    d_lobby, d_street, d_bare = det.detect([lobby, street, person])
+    assert sum(seen) == 1 + 2 + 2  # the whole frame for the lobby, two tiles for the rest
+    # each frame gets exactly what the global setting of its tiles gives
+    (whole,) = ssd.detect([person])  # 1x1
+    (tiled,) = SsdDetector(DetectorConfig(kind="ssd", ssd_tiles="2x1")).detect([person])
+    for got, want in ((d_lobby, whole), (d_street, tiled), (d_bare, tiled)):
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    strong = d_lobby.boxes[d_lobby.scores >= 0.5]
+    assert len(strong) == 1 and iou(strong[0], gt) > 0.5, d_lobby.boxes
+    assert det.tiles_for(lobby) == (1, 1) and det.tiles_for(street) == (2, 1)
+    with pytest.raises(ConfigError, match=r"ssd_camera_tiles.*\['gate'\].*\['lobby'\]") as e:
+        SsdDetector(DetectorConfig(kind="ssd", ssd_camera_tiles="gate=1x1"), cameras=["lobby"])
+    assert "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------ tiles and merging
 
 
@@ -263,6 +296,10 @@ def test_missing_or_corrupt_graph_files_name_the_file(tmp_path):
         ("detector.ssd_overlap", "0.95"),
         ("detector.ssd_overlap", "-0.1"),
         ("detector.ssd_full", "maybe"),
+        ("detector.ssd_camera_tiles", "lobby"),
+        ("detector.ssd_camera_tiles", "lobby=0x1"),
+        ("detector.ssd_camera_tiles", "=1x1"),
+        ("detector.ssd_camera_tiles", "lobby=1x1,lobby=2x1"),
         ("detector.ssd_model", "x.pb"),  # without ssd_config: names ssd_config
     ],
 )

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     db = default_db_url(cfg, out)
     events = Path(cfg.stream.events) if cfg.stream.events else out / "events.jsonl"
     _quiet_opencv()
-    pipeline = Pipeline.build(cfg, out, db=db)
+    pipeline = Pipeline.build(cfg, out, db=db, cameras=names)
     stop = StopFlag()
     restore = stop.install_signals()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reid_pipeline.config.base import check
+from reid_pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class DetectorConfig:
     # frame only. 2x1 on PETS09: recall 0.75 / precision 0.85 at 0.4 vs 0.68 / 0.78 whole
     # frame, and MOTA 60.8 vs ~30-47 by track, for 2 net views per frame instead of 1
     ssd_tiles: str = "2x1"
+    # per camera, in place of ssd_tiles: "CAMERA=COLSxROWS" pairs, comma-separated (e.g.
+    # "lobby=1x1"). A camera whose people are tall in the frame needs no tiles: the indoor
+    # clip (people 250-430 px of 432) gives the same 6 tracks with 1x1 at 46.6 frames/s
+    # against 26.0 with 2x1 (docs/benchmarks.md, issue 17); a camera not named keeps ssd_tiles
+    ssd_camera_tiles: str = ""
     ssd_overlap: float = 0.2  # share of a tile's width/height overlapping its neighbour
     # with tiles: also the whole frame (persons bigger than a tile). Off: on PETS09 it added
     # false boxes (precision 0.85 -> 0.77 at 0.4) and a third view's time for +0.04 recall
@@ -92,6 +98,7 @@ class DetectorConfig:
             f"{p}.ssd_tiles",
             f"must be COLSxROWS with 1..8 each (1x1: the whole frame), got {self.ssd_tiles!r}",
         )
+        parse_camera_tiles(self.ssd_camera_tiles, f"{p}.ssd_camera_tiles")
         check(
             not self.ssd_model or bool(self.ssd_config),
             f"{p}.ssd_config",
@@ -103,3 +110,25 @@ class DetectorConfig:
                 f"{p}.mot_det",
                 "detector.kind=mot needs one MOTChallenge det.txt per camera",
             )
+
+
+def parse_camera_tiles(
+    spec: str, key: str = "detector.ssd_camera_tiles"
+) -> dict[str, tuple[int, int]]:
+    """``"lobby=1x1, gate=3x2"`` -> {camera: (columns, rows)}; ``""`` -> {}."""
+    out: dict[str, tuple[int, int]] = {}
+    for item in str(spec).split(","):
+        if not item.strip():
+            continue
+        camera, sep, tiles = item.partition("=")
+        camera = camera.strip()
+        m = re.fullmatch(r"\s*([1-8])\s*x\s*([1-8])\s*", tiles)
+        if not sep or not camera or m is None:
+            raise ConfigError(
+                f"config key '{key}': {item.strip()!r} is not CAMERA=COLSxROWS with 1..8 "
+                f"each (e.g. 'lobby=1x1'), in {spec!r}"
+            )
+        if camera in out:
+            raise ConfigError(f"config key '{key}': camera {camera!r} is named twice in {spec!r}")
+        out[camera] = (int(m.group(1)), int(m.group(2)))
+    return out

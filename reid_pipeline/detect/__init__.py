@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None = None) -> Detector:
     """Build the detector ``cfg.kind`` names (``cfg`` is ``config.DetectorConfig``).
 
-    ``cameras`` (in command-line order) pairs ``cfg.mot_det`` files with cameras; only the
-    ``mot`` kind needs it.
+    ``cameras`` (in command-line order) pairs ``cfg.mot_det`` files with cameras (the
+    ``mot`` kind) and checks the cameras ``cfg.ssd_camera_tiles`` names (SSD).
     """
     kind = cfg.kind
     if kind == "hog":
@@ -59,7 +59,7 @@ def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None 
     if kind == "ssd":
         from reid_pipeline.detect.ssd import SsdDetector
 
-        return SsdDetector(cfg)
+        return SsdDetector(cfg, cameras)
     if kind in ("yolo", "auto"):
         from reid_pipeline.detect.yolo import YoloDetector
 
@@ -68,7 +68,7 @@ def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None 
         except DetectorUnavailable as e:
             if not cfg.fallback_to_hog:
                 raise
-            return offline_detector(cfg, str(e), kind)
+            return offline_detector(cfg, str(e), kind, cameras)
         if kind == "auto":
             log.info("detector auto: YOLO %s (its weights could be loaded)", cfg.weights)
         return det
@@ -77,13 +77,15 @@ def build_detector(cfg: Any, device: Any = "cpu", cameras: Sequence[str] | None 
     raise ConfigError(f"config key 'detector.kind': unknown detector {kind!r}")
 
 
-def offline_detector(cfg: Any, why_not_yolo: str, kind: str = "auto") -> Detector:
+def offline_detector(
+    cfg: Any, why_not_yolo: str, kind: str = "auto", cameras: Sequence[str] | None = None
+) -> Detector:
     """SSD when its package is installed, else HOG; one log line names the choice and why
     (INFO for SSD under ``auto``, WARNING when an explicit ``yolo`` falls back or for HOG)."""
     from reid_pipeline.detect.ssd import HOW_TO_GET, SsdDetector, package_dir
 
     if package_dir() is not None or bool(getattr(cfg, "ssd_model", "")):
-        det = SsdDetector(cfg)
+        det = SsdDetector(cfg, cameras)
         (log.info if kind == "auto" else log.warning)(
             "detector %s: SSD MobileNet v2 COCO on %s, because %s; the SSD package "
             "is installed (set detector.kind=ssd to skip trying YOLO)",

@@ -38,6 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reid_pipeline.config.detect import parse_camera_tiles
 from reid_pipeline.detect.base import FrameLike, images_of
 from reid_pipeline.detect.hog import nms
 from reid_pipeline.errors import CheckpointError, ConfigError, DetectorUnavailable
@@ -274,12 +275,21 @@ class SsdDetector:
 
     name = "ssd"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, cameras: Sequence[str] | None = None) -> None:
         self.cfg = cfg
         self.size = int(getattr(cfg, "ssd_size", 300))
         self.conf = float(getattr(cfg, "ssd_conf", cfg.conf))
         self.iou = float(getattr(cfg, "ssd_iou", cfg.iou))
         self.cols, self.rows = parse_tiles(getattr(cfg, "ssd_tiles", "1x1"))
+        # detector.ssd_camera_tiles: cameras that see their people large need fewer views
+        self.camera_tiles = parse_camera_tiles(getattr(cfg, "ssd_camera_tiles", ""))
+        if cameras:  # the run's cameras, when the caller knows them
+            unknown = sorted(set(self.camera_tiles) - set(cameras))
+            if unknown:
+                raise ConfigError(
+                    f"config key 'detector.ssd_camera_tiles': camera(s) {unknown} are not "
+                    f"among this run's cameras {list(cameras)}"
+                )
         self.overlap = float(getattr(cfg, "ssd_overlap", 0.2))
         self.full = bool(getattr(cfg, "ssd_full", False))
         self.batch = max(1, int(getattr(cfg, "batch", 16)))
@@ -305,6 +315,15 @@ class SsdDetector:
             self.conf,
             self.iou,
         )
+        for camera, (c, r) in sorted(self.camera_tiles.items()):
+            log.info("detector: camera %s: SSD tiles %dx%d", camera, c, r)
+
+    def tiles_for(self, frame: FrameLike) -> tuple[int, int]:
+        """The tiles of a frame's camera (``detector.ssd_camera_tiles``, else ``ssd_tiles``)."""
+        camera = getattr(frame, "camera", None)
+        if camera is not None and camera in self.camera_tiles:
+            return self.camera_tiles[camera]
+        return self.cols, self.rows
 
     @property
     def net(self) -> Any:
@@ -326,9 +345,10 @@ class SsdDetector:
     def detect(self, frames: Sequence[FrameLike]) -> list[Detections]:
         images = images_of(frames)
         windows, crops, owner = [], [], []
-        for i, img in enumerate(images):
+        for i, (frame, img) in enumerate(zip(frames, images)):
             h, w = img.shape[:2]
-            win = tile_windows(w, h, self.cols, self.rows, self.overlap, self.full)
+            cols, rows = self.tiles_for(frame)
+            win = tile_windows(w, h, cols, rows, self.overlap, self.full)
             windows.append(win)
             for x0, y0, x1, y1 in win:
                 crops.append(img[y0:y1, x0:x1])
@@ -352,6 +372,7 @@ __all__ = [
     "join_seams",
     "merge_views",
     "packaged_model",
+    "parse_camera_tiles",
     "parse_output",
     "parse_tiles",
     "tile_windows",
