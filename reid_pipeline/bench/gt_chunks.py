@@ -209,6 +209,9 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=6, help="crops per chunk")
     ap.add_argument("--min-height", type=float, default=32, help="px in the video")
     ap.add_argument("--max-overlap", type=float, default=0.1, help="IoU with another person")
+    ap.add_argument(
+        "--flip", action="store_true", help="also: each crop's embedding averaged with its mirror's"
+    )
     ap.add_argument("--json", default="", help="write the figures here")
     a = ap.parse_args()
     from reid_pipeline.config import load_config
@@ -249,17 +252,39 @@ def main() -> None:
         model.eval()
         emb = Embedder(model, "cpu", batch=64, half=False)
         vecs = [emb.embed_crops(c.crops).float() for c in chunks]
-        results[ck] = {}
-        for mode, sim in score_chunks(model, vecs).items():
-            r = retrieval(sim, person, first, last, gap)
-            results[ck][mode] = r
-            print(
-                f"{ck} [{mode}]: chunk mAP {r['mAP']:.1f}, R1 {r['R1']:.1f}, pair AUC "
-                f"{r['AUC']:.3f} ({int(r['queries'])} queries, {int(r['genuine_pairs'])} "
-                f"genuine / {int(r['stranger_pairs'])} stranger pairs)"
-            )
+        variants = {ck: vecs}
+        if a.flip:  # test-time mirroring: a person walking left is one walking right
+            variants[f"{ck}+flip"] = [
+                0.5
+                * (v + emb.embed_crops([np.ascontiguousarray(x[:, ::-1]) for x in c.crops]).float())
+                for v, c in zip(vecs, chunks)
+            ]
+        for name, vs in variants.items():
+            results[name] = report(name, model, vs, person, first, last, gap)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+def report(
+    name: str,
+    model: ReIDModel,
+    vecs: list[torch.Tensor],
+    person: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    gap: int,
+) -> dict[str, dict[str, float]]:
+    """Print and return each scoring's figures for one set of chunk embeddings."""
+    out = {}
+    for mode, sim in score_chunks(model, vecs).items():
+        r = retrieval(sim, person, first, last, gap)
+        out[mode] = r
+        print(
+            f"{name} [{mode}]: chunk mAP {r['mAP']:.1f}, R1 {r['R1']:.1f}, pair AUC "
+            f"{r['AUC']:.3f} ({int(r['queries'])} queries, {int(r['genuine_pairs'])} "
+            f"genuine / {int(r['stranger_pairs'])} stranger pairs)"
+        )
+    return out
 
 
 if __name__ == "__main__":
