@@ -7,7 +7,7 @@ from reid_pipeline.errors import ConfigError
 def test_defaults_validate():
     cfg = load_config()
     assert cfg.detector.kind == "auto"
-    assert cfg.match.threshold == 0.8 and cfg.match.tracklet_score == "pair_mean"
+    assert cfg.match.threshold == 0.9 and cfg.match.tracklet_score == "pair_mean"
 
 
 def test_override_coerces_types():
