@@ -21,3 +21,15 @@ def test_bcubed_of_perfect_merged_split_and_unassigned() -> None:
     assert (r["identities"], r["mixed"], r["precision"]) == (4, 0, 1.0)
     assert np.isclose(r["recall"], 0.5)
     assert np.isclose(r["F"], 2 * 0.5 / 1.5)
+
+
+def test_oracle_relabels_tracks_but_never_twice_in_a_frame() -> None:
+    from reid_pipeline.bench.mot_oracle import oracle_ids
+
+    # tracks 1 and 2 are person 7 at different times; track 3 is person 7 too, but at the
+    # same time as track 2 (a tracker's duplicate): it keeps its own id there
+    ident = np.array([1, 1, 2, 2, 3, 4])
+    frame = np.array([1, 2, 5, 6, 6, 6])
+    new = oracle_ids(ident, frame, {1: 7, 2: 7, 3: 7})
+    assert new[0] == new[1] == new[2] == new[3] == 7 + 5
+    assert new[4] == 3 and new[5] == 4  # the duplicate, and a track with no person
