@@ -31,8 +31,8 @@ class TrainConfig:
     # train only the pair classifier (w, b; its calibration is fitted after as always) on the
     # embedding of `init`, one of our checkpoints: its backbone AND adapter are loaded and
     # kept as they are. For an embedding that changed without its classifier (a weight-space
-    # ensemble, reid_pipeline/bench/wise_ft.py). Set lambda_ce/triplet/rsk to 0: only the
-    # hinge reaches w and b
+    # ensemble, reid_pipeline/bench/wise_ft.py). Only the hinge reaches w and b; the other
+    # losses train nothing then (set lambda_ce/triplet/rsk to 0 to skip their cost)
     freeze_embedding: bool = False
     amp: Literal["bf16", "fp16", "off"] = "bf16"
     channels_last: bool = True
