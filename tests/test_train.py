@@ -15,7 +15,7 @@ from reid_pipeline.cli import main as cli_main
 from reid_pipeline.config import load_config
 from reid_pipeline.embed.model import ReIDModel
 from reid_pipeline.errors import CheckpointError, ConfigError, InputError
-from reid_pipeline.train.augment import augment_batch, flip, pad_crop, random_erase
+from reid_pipeline.train.augment import augment_batch, flip, low_resolution, pad_crop, random_erase
 from reid_pipeline.train.loop import Trainer, split_validation
 from reid_pipeline.train.losses import (
     batch_hard_triplet,
@@ -204,6 +204,26 @@ def test_augmentations_on_device_tensors() -> None:
     out = augment_batch(x)
     assert out.shape == (6, 3, 32, 16) and out.dtype == torch.float32
     assert abs(float(augment_batch(x, 0, 0, 0).mean())) < 2.5
+
+
+def test_low_resolution_is_what_a_far_camera_gives() -> None:
+    """train.lowres_prob: the image shrunk to a person LOW..HIGH px tall and enlarged back:
+    same size and type, fine detail gone (a sharp stripe pattern blurs), coarse colour kept."""
+    torch.manual_seed(0)
+    stripes = torch.zeros(4, 3, 256, 128, dtype=torch.uint8)
+    stripes[:, :, ::2] = 255  # one-pixel stripes: no far camera can show them
+    stripes[:, 0, 128:] = 0  # and a coarse colour change, which any camera shows
+    out = low_resolution(stripes, 1.0, (40, 64))
+    assert out.shape == stripes.shape and out.dtype == torch.uint8
+    rows = out[:, 1, :120].float()
+    assert float((rows[:, 1:] - rows[:, :-1]).abs().mean()) < 20  # stripes were 255 apart
+    assert float(out[:, 0, 140:].float().mean()) < 60 < float(out[:, 0, :100].float().mean())
+    assert torch.equal(low_resolution(stripes, 0.0, (40, 64)), stripes)
+    assert torch.equal(low_resolution(stripes, 1.0, (300, 400)), stripes)  # not smaller: kept
+    with pytest.raises(ConfigError, match=r"train\.lowres_heights"):
+        load_config(overrides={"train.lowres_heights": [64, 40]})
+    with pytest.raises(ConfigError, match=r"train\.lowres_prob"):
+        load_config(overrides={"train.lowres_prob": 1.5})
 
 
 def test_split_validation_holds_out_whole_identities() -> None:

@@ -46,6 +46,10 @@ class TrainConfig:
     pad: int = 10  # px of zero padding before the random crop
     flip_prob: float = 0.5
     erase_prob: float = 0.5  # random erasing
+    # far cameras: this share of the images shrunk to a random height in lowres_heights px
+    # and enlarged back (train/augment.py low_resolution); PETS09's people are 40-65 px
+    lowres_prob: float = 0.0
+    lowres_heights: list[int] = field(default_factory=lambda: [40, 96])
     hinge_balance: float = 0.5  # weight of the similar-pair term (0.5: classes equal)
     min_lr_factor: float = 0.01  # cosine ends at lr * this
     step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # epoch fractions
@@ -106,7 +110,12 @@ class TrainConfig:
         check(self.workers >= 0, f"{p}.workers", "must be >= 0")
         check(self.val_ids >= 0, f"{p}.val_ids", "must be >= 0 (0: validate on query/gallery)")
         check(self.pad >= 0, f"{p}.pad", "must be >= 0")
-        for name in ("flip_prob", "erase_prob", "hinge_balance"):
+        check(
+            len(self.lowres_heights) == 2 and 8 <= self.lowres_heights[0] <= self.lowres_heights[1],
+            f"{p}.lowres_heights",
+            f"must be [LOW, HIGH] px with 8 <= LOW <= HIGH, got {self.lowres_heights}",
+        )
+        for name in ("flip_prob", "erase_prob", "lowres_prob", "hinge_balance"):
             check(0 <= getattr(self, name) <= 1, f"{p}.{name}", "must be in [0, 1]")
         check(0 <= self.min_lr_factor <= 1, f"{p}.min_lr_factor", "must be in [0, 1]")
         check(

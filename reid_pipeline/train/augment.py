@@ -69,9 +69,40 @@ def random_erase(
     return torch.where(m[:, None], noise, x)
 
 
+def low_resolution(x: torch.Tensor, prob: float, heights: tuple[int, int]) -> torch.Tensor:
+    """With probability ``prob`` per image, what a far camera gives: the image shrunk to a
+    random height in ``heights`` (px, aspect kept; area averaging) and enlarged back
+    (bilinear), as the embedder enlarges a small person's crop. uint8 in, uint8 out."""
+    if prob <= 0:
+        return x
+    b, _, h, w = x.shape
+    apply = torch.rand(b, device=x.device) < prob
+    if not bool(apply.any()):
+        return x
+    lo, hi = heights
+    out = x.clone()
+    for i in torch.nonzero(apply).flatten().tolist():
+        th = int(torch.randint(lo, hi + 1, (1,)).item())
+        if th >= h:
+            continue
+        tw = max(1, round(w * th / h))
+        small = torch.nn.functional.interpolate(x[i : i + 1].float(), size=(th, tw), mode="area")
+        big = torch.nn.functional.interpolate(
+            small, size=(h, w), mode="bilinear", align_corners=False
+        )
+        out[i] = big.round().clamp(0, 255).to(x.dtype)[0]
+    return out
+
+
 def augment_batch(
-    x_u8: torch.Tensor, pad: int = 10, flip_prob: float = 0.5, erase_prob: float = 0.5
+    x_u8: torch.Tensor,
+    pad: int = 10,
+    flip_prob: float = 0.5,
+    erase_prob: float = 0.5,
+    lowres_prob: float = 0.0,
+    lowres_heights: tuple[int, int] = (40, 96),
 ) -> torch.Tensor:
     """uint8 RGB (B, 3, H, W) -> augmented, ImageNet-normalised float32 batch."""
-    x = normalize(pad_crop(flip(x_u8, flip_prob), pad))
+    x = low_resolution(flip(x_u8, flip_prob), lowres_prob, lowres_heights)
+    x = normalize(pad_crop(x, pad))
     return random_erase(x, erase_prob)

@@ -290,7 +290,14 @@ class Trainer:
         init_bias: bool,
     ) -> dict[str, float]:
         t = self.t
-        x = augment_batch(x_u8, t.pad, t.flip_prob, t.erase_prob)
+        x = augment_batch(
+            x_u8,
+            t.pad,
+            t.flip_prob,
+            t.erase_prob,
+            t.lowres_prob,
+            (int(t.lowres_heights[0]), int(t.lowres_heights[1])),
+        )
         if self.cuda and t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
