@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from reid_pipeline.embed.model import ReIDModel
+from reid_pipeline.evaluate.mot import iou_distance
 
 
 @dataclass
@@ -44,17 +45,6 @@ class Chunk:
     first: int  # frame, 1-based
     last: int
     crops: list[np.ndarray] = field(default_factory=list)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (x, y, w, h) boxes, every row of ``a`` against every row of ``b``."""
-    ax1, ay1, ax2, ay2 = a[:, 0], a[:, 1], a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx1, by1, bx2, by2 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(ax1[:, None], bx1[None]), 0, None)
-    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(ay1[:, None], by1[None]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def usable_boxes(
@@ -73,7 +63,7 @@ def usable_boxes(
         idx = np.flatnonzero(frame_ids == f)
         if len(idx) < 2:
             continue
-        iou = box_iou(boxes[idx], boxes[idx])
+        iou = 1.0 - iou_distance(boxes[idx], boxes[idx], 1.0)
         np.fill_diagonal(iou, 0.0)
         ok[idx[iou.max(1) > max_overlap]] = False
     return ok

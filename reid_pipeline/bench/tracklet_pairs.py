@@ -30,14 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-
-def auc(gen: np.ndarray, imp: np.ndarray) -> float:
-    """P(a genuine pair scores above an impostor pair), ties counted half."""
-    if not len(gen) or not len(imp):
-        return float("nan")
-    g = np.asarray(gen)[:, None]
-    i = np.asarray(imp)[None, :]
-    return float((g > i).mean() + 0.5 * (g == i).mean())
+from reid_pipeline.bench.gt_chunks import auc
 
 
 def quant(x: np.ndarray) -> dict[int, float]:

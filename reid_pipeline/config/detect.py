@@ -93,11 +93,7 @@ class DetectorConfig:
             f"{p}.ssd_overlap",
             f"must be in [0, 0.9), got {self.ssd_overlap}",
         )
-        check(
-            re.fullmatch(r"[1-8]x[1-8]", self.ssd_tiles.strip()) is not None,
-            f"{p}.ssd_tiles",
-            f"must be COLSxROWS with 1..8 each (1x1: the whole frame), got {self.ssd_tiles!r}",
-        )
+        parse_tiles(self.ssd_tiles, f"{p}.ssd_tiles")
         parse_camera_tiles(self.ssd_camera_tiles, f"{p}.ssd_camera_tiles")
         check(
             not self.ssd_model or bool(self.ssd_config),
@@ -112,6 +108,20 @@ class DetectorConfig:
             )
 
 
+TILES_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
+
+
+def parse_tiles(spec: str, key: str = "detector.ssd_tiles") -> tuple[int, int]:
+    """``"CxR"`` -> (columns, rows); ``"1x1"`` is the whole frame only."""
+    m = TILES_RE.match(str(spec))
+    if not m or not (1 <= int(m.group(1)) <= 8 and 1 <= int(m.group(2)) <= 8):
+        raise ConfigError(
+            f"config key '{key}': must be COLSxROWS with 1..8 each (1x1: the "
+            f"whole frame only), got {spec!r}"
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
 def parse_camera_tiles(
     spec: str, key: str = "detector.ssd_camera_tiles"
 ) -> dict[str, tuple[int, int]]:
@@ -122,13 +132,12 @@ def parse_camera_tiles(
             continue
         camera, sep, tiles = item.partition("=")
         camera = camera.strip()
-        m = re.fullmatch(r"\s*([1-8])\s*x\s*([1-8])\s*", tiles)
-        if not sep or not camera or m is None:
+        if not sep or not camera:
             raise ConfigError(
-                f"config key '{key}': {item.strip()!r} is not CAMERA=COLSxROWS with 1..8 "
-                f"each (e.g. 'lobby=1x1'), in {spec!r}"
+                f"config key '{key}': {item.strip()!r} is not CAMERA=COLSxROWS "
+                f"(e.g. 'lobby=1x1'), in {spec!r}"
             )
         if camera in out:
             raise ConfigError(f"config key '{key}': camera {camera!r} is named twice in {spec!r}")
-        out[camera] = (int(m.group(1)), int(m.group(2)))
+        out[camera] = parse_tiles(tiles, key)
     return out

